@@ -1,0 +1,3 @@
+from sceneclf.cli import cli
+
+cli()
