@@ -1,0 +1,113 @@
+"""The `sceneclf` command line: parse options, call one library function, print.
+
+Library errors (SceneclfError) become one-line messages with exit code 2, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from sceneclf.errors import SceneclfError
+
+
+class CliError(click.ClickException):
+    exit_code = 2
+
+
+class Group(click.Group):
+    """Turns library errors into one-line CLI errors."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SceneclfError as exc:
+            raise CliError(str(exc)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sceneclf")
+def cli() -> None:
+    """Find the best small CNN for acoustic scene classification under a parameter budget."""
+
+
+def parse_widths(ctx, param, value: str | None):
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
+    if not widths or min(widths) < 1:
+        raise click.BadParameter(f"'{value}': widths must be positive integers")
+    return widths
+
+
+def data_options(f):
+    """--data, --layout, --fold, --skip-bad, --cache-dir."""
+    @click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+                  help="Data set folder or CSV manifest (default: the embedded synthetic data set).")
+    @click.option("--layout", type=click.Choice(["tut2017", "tut2016", "tau2019", "esc50",
+                                                 "urbansound8k", "csv", "folders"]),
+                  default=None, help="Force a layout instead of detecting it.")
+    @click.option("--fold", type=click.IntRange(1, 10), default=1, show_default=True,
+                  help="Official fold, where the layout has folds.")
+    @click.option("--skip-bad", is_flag=True, help="Drop unreadable audio files with a warning.")
+    @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                  envvar="SCENECLF_CACHE", help="Cache folder [env SCENECLF_CACHE; default ~/.cache/sceneclf].")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(2, 10000), default=40, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out_dir: Path, clips_per_class: int, seed: int) -> None:
+    """Write the procedural synthetic scene data set (TUT 2017 layout) to OUT_DIR.
+
+    Example: sceneclf synth data/synth --clips-per-class 40 --seed 0
+    """
+    from sceneclf.synth import SynthConfig, write_dataset
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CliError(f"{out_dir}: folder exists and is not empty")
+    path = write_dataset(out_dir, SynthConfig(clips_per_class=clips_per_class), seed=seed)
+    click.echo(f"wrote {clips_per_class * 15} clips to {path}")
+
+
+@cli.command()
+@data_options
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=3e-3, show_default=True)
+@click.option("--widths", callback=parse_widths, default="16,32,64", show_default=True,
+              help="Channel width of each conv block.")
+@click.option("--kernel-size", type=click.Choice(["1", "3", "5", "7"]), default="3", show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--noise", type=click.FloatRange(0, 10), default=0.05, show_default=True,
+              help="Training noise: at most this noise-to-signal RMS ratio.")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=1e-4, show_default=True)
+@click.option("--max-params", type=click.IntRange(1), default=128_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.pt"),
+              show_default=True, help="Checkpoint file for the best epoch.")
+def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, dropout, noise, epochs,
+          batch_size, weight_decay, max_params, seed, device, out) -> None:
+    """Train one CNN and keep its best checkpoint.
+
+    Example: sceneclf train --widths 16,32,64 --lr 3e-3 --epochs 20 --out model.pt
+    """
+    from sceneclf import session
+
+    run = session.TrainRequest(
+        data=session.data_config(data, layout, fold), cache_dir=cache_dir, skip_bad=skip_bad,
+        lr=lr, widths=widths, kernel_size=int(kernel_size), dropout=dropout, noise=noise,
+        epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, max_params=max_params,
+        seed=seed, device=device, out=out)
+    session.train_command(run, echo=click.echo)

@@ -1,0 +1,85 @@
+"""`sceneclf train`: the glue between the CLI and the library, with output through `echo`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sceneclf.audio import AudioConfig
+from sceneclf.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.features import FeatureConfig
+from sceneclf.model import Budget, ModelConfig, count_params, summarize
+from sceneclf.prepare import DataConfig, PreparedData, default_cache_dir, prepare
+from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
+
+Echo = Callable[[str], None]
+
+
+def data_config(data: Path | None, layout: str | None, fold: int) -> DataConfig:
+    return DataConfig(data=str(data) if data is not None else None, layout=layout, fold=fold)
+
+
+def load_data(cfg: DataConfig, cache_dir: Path | None, skip_bad: bool, echo: Echo,
+              audio: AudioConfig = AudioConfig(), features: FeatureConfig = FeatureConfig()) -> PreparedData:
+    """Prepare the data and say what was loaded (and what was skipped)."""
+    prepared = prepare(cfg, audio, features, cache_dir or default_cache_dir(), skip_bad=skip_bad)
+    sizes = ", ".join(f"{s} {len(m)}" for s, m in prepared.splits.items())
+    echo(f"data: {prepared.manifest.root} ({prepared.manifest.layout}), "
+         f"{len(prepared.classes)} classes, {sizes}")
+    if prepared.skipped:
+        echo(f"warning: skipped {len(prepared.skipped)} unreadable file(s); first: {prepared.skipped[0]}")
+    return prepared
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: DataConfig
+    cache_dir: Path | None
+    skip_bad: bool
+    lr: float
+    widths: tuple[int, ...]
+    kernel_size: int
+    dropout: float
+    noise: float
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    max_params: int
+    seed: int
+    device: str
+    out: Path
+
+
+def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
+    device = pick_device(req.device)
+    features = FeatureConfig(noise=req.noise)
+    train_cfg = TrainConfig(lr=req.lr, weight_decay=req.weight_decay, batch_size=req.batch_size,
+                            epochs=req.epochs, seed=req.seed)
+    budget = Budget(max_params=req.max_params)
+    # Budget first: an over-budget model is refused before any data is read.
+    n_classes_guess = ModelConfig(widths=req.widths, kernel_size=req.kernel_size, dropout=req.dropout)
+    budget.check(count_params(n_classes_guess), None)
+    prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo, features=features)
+    model_cfg = ModelConfig(n_classes=len(prepared.classes), widths=req.widths,
+                            kernel_size=req.kernel_size, dropout=req.dropout)
+    echo(summarize(model_cfg, (features.n_mels, prepared.frames)).format())
+
+    def on_epoch(epoch: int, m: dict[str, float]) -> None:
+        echo(f"epoch {epoch:3d}/{req.epochs}  train_loss {m['train_loss']:.4f}  "
+             f"val_loss {m['val_loss']:.4f}  val_acc {m['val_accuracy']:.3f}  "
+             f"lr {m['lr']:.2e}  {m['seconds']:.1f}s")
+
+    model, result = train_model(features, model_cfg, train_cfg, budget, prepared.splits["train"],
+                                prepared.splits["val"], prepared.frames, on_epoch=on_epoch,
+                                device=device)
+    model.cpu()
+    test_acc, test_loss, _ = evaluate(model, prepared.splits["test"], prepared.frames)
+    metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
+               "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch}
+    save_checkpoint(req.out, Checkpoint(model, AudioConfig(), features, model_cfg, prepared.classes,
+                                        train=asdict(train_cfg), metrics=metrics))
+    echo(f"best epoch {result.best_epoch}: val_accuracy {result.best_val_accuracy:.3f}; "
+         f"test_accuracy {test_acc:.3f}")
+    echo(f"checkpoint: {req.out}")
+    return metrics

@@ -1,0 +1,193 @@
+"""`fit`: one training path for `train`, `search` and `retrain-best`.
+
+Cross-entropy, Adam, ReduceLROnPlateau on the validation loss, early stopping, the best state
+(by validation accuracy, then loss) kept in memory. No tracking and no Optuna here: whatever
+watches training hangs on the `on_epoch(epoch, metrics)` callback, which may raise to stop
+(Optuna's TrialPruned passes straight through).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sceneclf.errors import ConfigError
+from sceneclf.features import FeatureConfig
+from sceneclf.model import Budget, ModelConfig, SceneClassifier, build
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 20
+    early_stop: int = 6  # epochs without a better validation score
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr < 10:
+            raise ConfigError(f"lr {self.lr} must lie in (0, 10)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay {self.weight_decay} must be >= 0")
+        if not 1 <= self.batch_size <= 4096:
+            raise ConfigError(f"batch_size {self.batch_size} must lie in 1..4096")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs {self.epochs} must be >= 1")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class MelSet:
+    """Cached mel power spectrograms (each (n_mels, T_i), T_i >= the crop length) and labels."""
+
+    mels: list[torch.Tensor]
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.mels)
+
+    def __post_init__(self) -> None:
+        if len(self.mels) != len(self.labels):
+            raise ValueError("mels and labels differ in length")
+
+
+def batches(data: MelSet, batch_size: int, frames: int, train: bool,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed-length batches: shuffled with random crops in training, in order with centre crops
+    in evaluation."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if train else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        crops = []
+        for i in idx.tolist():
+            mel = data.mels[i]
+            spare = mel.shape[-1] - frames
+            if spare <= 0:
+                crops.append(nn.functional.pad(mel, (0, -spare)))
+                continue
+            offset = int(torch.randint(spare + 1, (1,), generator=generator)) if train else spare // 2
+            crops.append(mel[:, offset:offset + frames])
+        yield torch.stack(crops), data.labels[idx]
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int  # 1-based
+    best_val_accuracy: float
+    best_val_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+@torch.inference_mode()
+def evaluate(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 128,
+             device: torch.device | str = "cpu") -> tuple[float, float, torch.Tensor]:
+    """(accuracy, mean cross-entropy, logits (N, C)) on centre crops, model in eval mode."""
+    model.eval()
+    logits = []
+    for x, _ in batches(data, batch_size, frames, train=False):
+        logits.append(model.forward_mel(x.to(device)).float().cpu())
+    out = torch.cat(logits) if logits else torch.empty(0, model.cnn.cfg.n_classes)
+    loss = nn.functional.cross_entropy(out, data.labels).item() if len(data) else math.nan
+    acc = (out.argmax(1) == data.labels).float().mean().item() if len(data) else math.nan
+    return acc, loss, out
+
+
+def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, frames: int,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        device: torch.device | str = "cpu") -> FitResult:
+    """Train `model` and return its best state (by validation accuracy, then loss).
+
+    `on_epoch(epoch, metrics)` is called after each epoch (1-based) with train_loss,
+    train_accuracy, val_loss, val_accuracy, lr and seconds; an exception it raises stops training.
+    Raises NonFiniteLossError as soon as a batch loss is NaN or infinite.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+    best: FitResult | None = None
+    history: list[dict[str, float]] = []
+    stale = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in batches(train, cfg.batch_size, frames, train=True, generator=gen):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model.forward_mel(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        val_acc, val_loss, _ = evaluate(model, val, frames, device=device)
+        lr = opt.param_groups[0]["lr"]
+        metrics = {
+            "train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(metrics)
+        if not math.isfinite(val_loss):
+            raise NonFiniteLossError(f"validation loss became {val_loss} at epoch {epoch}")
+        sched.step(val_loss)
+        if best is None or (val_acc, -val_loss) > (best.best_val_accuracy, -best.best_val_loss):
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = FitResult(state, epoch, val_acc, val_loss)
+            stale = 0
+        else:
+            stale += 1
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if stale >= cfg.early_stop:
+            break
+    assert best is not None
+    best.history = history
+    return best
+
+
+def train_model(features: FeatureConfig, model_cfg: ModelConfig, cfg: TrainConfig, budget: Budget,
+                train: MelSet, val: MelSet, frames: int,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                device: torch.device | str = "cpu") -> tuple[SceneClassifier, FitResult]:
+    """Check the budget, build, normalise with training statistics, fit; the model returned
+    holds the best state."""
+    model = build(features, model_cfg, budget, frames)
+    model.frontend.fit_stats(train.mels)
+    result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device)
+    model.load_state_dict(result.best_state)
+    return model, result
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: use auto, cpu or cuda")
+    return torch.device(name)
