@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from sceneclf.errors import BudgetError, ConfigError
+from sceneclf.features import FeatureConfig
+from sceneclf.model import (Budget, ModelConfig, SceneCNN, build, count_macs, count_params,
+                            summarize)
+
+
+@pytest.mark.parametrize("widths,k", [((16, 32, 64), 3), ((8,), 5), ((24, 48, 96, 128), 3), ((4, 4), 1)])
+def test_param_count_matches_built_model(widths, k):
+    cfg = ModelConfig(widths=widths, kernel_size=k)
+    assert count_params(cfg) == sum(p.numel() for p in SceneCNN(cfg).parameters())
+
+
+def test_any_input_length():
+    model = SceneCNN(ModelConfig()).eval()
+    for frames in (1, 7, 94, 300):
+        assert model(torch.randn(2, 2, 40, frames)).shape == (2, 15)
+
+
+def test_macs_from_flop_counter_match_hand_count():
+    cfg = ModelConfig(widths=(8, 16), kernel_size=3, n_classes=4)
+    # conv1: 40x10 output, 2->8, 3x3; pool -> 20x5; conv2: 2x... 8->16; head 16->4
+    hand = 40 * 10 * 8 * 2 * 9 + 20 * 5 * 16 * 8 * 9 + 16 * 4
+    assert count_macs(cfg, (40, 10)) == hand
+
+
+def test_summary_rows_add_up():
+    cfg = ModelConfig(widths=(16, 32))
+    s = summarize(cfg, (40, 94))
+    assert s.n_params == count_params(cfg)
+    assert s.macs == count_macs(cfg, (40, 94))
+    text = s.format()
+    assert "blocks.0.0 (Conv2d)" in text and "[1, 16, 40, 94]" in text
+    assert f"Total params: {count_params(cfg):,}" in text
+
+
+def test_budget_refuses_with_both_numbers():
+    cfg = ModelConfig(widths=(64, 128, 256))
+    with pytest.raises(BudgetError, match=r"[\d,]+ parameters, over the budget of 128,000"):
+        build(FeatureConfig(), cfg, Budget(), frames=94)
+    assert Budget(max_params=10).violations(15, None) == [5.0]
+    assert Budget(max_params=10, max_macs=100).violations(5, 150) == [-5.0, 50.0]
+
+
+def test_invalid_model_config():
+    with pytest.raises(ConfigError, match="kernel_size"):
+        ModelConfig(kernel_size=4)
+    with pytest.raises(ConfigError, match="widths"):
+        ModelConfig(widths=())
