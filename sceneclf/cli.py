@@ -103,11 +103,61 @@ def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, drop
 
     Example: sceneclf train --widths 16,32,64 --lr 3e-3 --epochs 20 --out model.pt
     """
-    from sceneclf import session
+    from sceneclf import commands
 
-    run = session.TrainRequest(
-        data=session.data_config(data, layout, fold), cache_dir=cache_dir, skip_bad=skip_bad,
+    run = commands.TrainRequest(
+        data=commands.data_config(data, layout, fold), cache_dir=cache_dir, skip_bad=skip_bad,
         lr=lr, widths=widths, kernel_size=int(kernel_size), dropout=dropout, noise=noise,
         epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, max_params=max_params,
         seed=seed, device=device, out=out)
-    session.train_command(run, echo=click.echo)
+    commands.train_command(run, echo=click.echo)
+
+
+def study_options(f):
+    """--study, --storage, --tracking-uri."""
+    @click.option("--study", default="sceneclf", show_default=True, help="Optuna study name.")
+    @click.option("--storage", default=None, envvar="SCENECLF_STORAGE",
+                  help="Optuna storage: an RDB URL (sqlite:///..., postgresql://...) or a journal file "
+                       "path [env SCENECLF_STORAGE; default sqlite:///studies/sceneclf.db].")
+    @click.option("--tracking-uri", default=None,
+                  help="MLflow tracking URI [env MLFLOW_TRACKING_URI; default sqlite:///mlruns/mlflow.db].")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+@cli.command()
+@click.option("--trials", type=click.IntRange(1), default=50, show_default=True,
+              help="Run until this many MORE trials have finished or been pruned (over-budget trials "
+                   "count as pruned; failed ones are retried and not counted).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@data_options
+@study_options
+@click.option("--space", default="search/default.toml", show_default=True,
+              help="Search-space TOML file, or a packaged space name (default, dcase-low-complexity).")
+@click.option("--max-params", type=click.IntRange(1), default=None,
+              help="Parameter budget (overrides the space's [budget]; default 128000).")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "gp", "cmaes"]), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, storage, tracking_uri,
+           space, max_params, sampler, pruner, epochs, seed, device, no_progress) -> None:
+    """Search CNNs under the budget with Optuna; track every trial in MLflow.
+
+    Running the same command again resumes the same study.
+
+    Example: sceneclf search --trials 50 --sampler tpe --pruner median
+    """
+    from sceneclf import commands
+
+    req = commands.SearchRequest(
+        trials=trials, timeout=timeout, data=commands.data_config(data, layout, fold), skip_bad=skip_bad,
+        cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
+        max_params=max_params, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
+        progress=not no_progress)
+    commands.search_command(req, echo=click.echo)

@@ -1,9 +1,9 @@
-"""`sceneclf train`: the glue between the CLI and the library, with output through `echo`."""
+"""What each command does, between the CLI (parsing) and the library; output through `echo`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sceneclf.audio import AudioConfig
@@ -11,6 +11,8 @@ from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig, count_params, summarize
 from sceneclf.prepare import DataConfig, PreparedData, default_cache_dir, prepare
+from sceneclf.space import load_space
+from sceneclf.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
 from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
 
 Echo = Callable[[str], None]
@@ -83,3 +85,62 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
          f"test_accuracy {test_acc:.3f}")
     echo(f"checkpoint: {req.out}")
     return metrics
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    trials: int
+    timeout: float | None
+    data: DataConfig
+    skip_bad: bool
+    cache_dir: Path | None
+    study: str
+    storage: str | None
+    tracking_uri: str | None
+    space: str
+    max_params: int | None
+    sampler: str
+    pruner: str
+    epochs: int | None
+    seed: int
+    device: str
+    progress: bool = True
+    mlflow: bool = True
+
+
+def search_settings(req: SearchRequest) -> SearchSettings:
+    from sceneclf.search import DEFAULT_STORAGE
+    from sceneclf.tracking import default_tracking_uri
+
+    return SearchSettings(
+        study=req.study, storage=req.storage or DEFAULT_STORAGE,
+        tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
+        sampler=req.sampler, pruner=req.pruner, epochs=req.epochs, seed=req.seed,
+        device=str(pick_device(req.device)), data=req.data)
+
+
+def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
+    space = load_space(req.space)
+    if req.max_params is not None:
+        space = replace(space, budget=replace(space.budget, max_params=req.max_params))
+    settings = search_settings(req)
+    if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
+        from sceneclf.tracking import Tracker
+
+        Tracker(settings.tracking_uri, settings.study)
+    prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo)
+    echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
+         f"budget {space.budget.max_params:,} parameters"
+         + (f", {space.budget.max_macs:,} MACs" if space.budget.max_macs else ""))
+    outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress)
+    echo(top_trials_table(outcome.study))
+    if outcome.stopped_because:
+        echo(f"search stopped: {outcome.stopped_because}")
+    if outcome.best is None:
+        echo("no trial has finished within the budget yet")
+    else:
+        echo(f"best: trial {outcome.best.number}, val_accuracy {outcome.best.value:.3f}")
+        echo(f"best checkpoint: {outcome.best_checkpoint}")
+    if settings.tracking_uri:
+        echo(f"MLflow: {mlflow_ui_command(settings.tracking_uri)}")
+    return outcome

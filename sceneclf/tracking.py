@@ -1,0 +1,155 @@
+"""MLflow: one experiment per study, a parent run for the study, a nested run per trial.
+
+All MLflow calls live here. The search calls a `Tracker`; nothing else imports mlflow, except
+retraining, which logs the final model with the `mlflow.pytorch` flavor through `log_model`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sceneclf.errors import ConfigError
+
+# The UI opens such experiments on the runs table ("model training"), not on traces.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+DEFAULT_STORE = Path("mlruns")
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "OVER_BUDGET": "KILLED", "FAIL": "FAILED"}
+
+
+def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
+    """`$MLFLOW_TRACKING_URI`, else a SQLite store under `mlruns/`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (mlruns/artifacts); a server decides its own."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+class Tracker:
+    """MLflow side of a search: experiment, parent run, trial runs, checkpoints, figures."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        # Fail fast on an unreachable server instead of retrying for minutes.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MlflowClient(tracking_uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                root = _local_artifact_root(tracking_uri)
+                exp_id = self.client.create_experiment(
+                    experiment, artifact_location=f"{root}/{experiment}" if root else None,
+                    tags=EXPERIMENT_KIND)
+            else:
+                exp_id = found.experiment_id
+        except Exception as exc:  # connection refused, bad URI, broken store ...
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--tracking-uri {tracking_uri}: MLflow store not usable ({reason})") from None
+        self.experiment_id = exp_id
+        self.experiment = experiment
+
+    # -- the study's parent run ------------------------------------------------------------
+    def parent_run(self, study: str, settings: dict[str, Any], run_id: str | None = None) -> str:
+        """Resume the study's parent run (by id or tag) or create it; mark it running."""
+        from mlflow.entities import RunStatus
+
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id], f"tags.`sceneclf.role` = 'study' and tags.`sceneclf.study` = '{study}'",
+                max_results=1)
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=f"study-{study}",
+                                         tags={"sceneclf.role": "study", "sceneclf.study": study})
+            run_id = run.info.run_id
+            self._log_params(run_id, settings)
+        else:
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return run_id
+
+    def end_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def set_best(self, parent_id: str, trial_number: int, trial_run_id: str, checkpoint: Path,
+                 params: dict[str, Any], metrics: dict[str, float]) -> str:
+        """Put a new best checkpoint on the parent run. Each best is a new artifact (never an
+        overwrite), and the tag pointing at it changes only once it is stored."""
+        artifact_dir = f"best/trial-{trial_number:04d}"
+        self.client.log_artifact(parent_id, str(checkpoint), artifact_dir)
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(parent_id, metrics=[
+            Metric(f"best_{k}", float(v), now, trial_number) for k, v in metrics.items()
+        ], tags=[
+            RunTag("best_trial", str(trial_number)), RunTag("best_run_id", trial_run_id),
+            RunTag("best_checkpoint", f"{artifact_dir}/{checkpoint.name}"),
+            *[RunTag(f"best.{k}", str(v)) for k, v in params.items()],
+        ])
+        return f"{artifact_dir}/{checkpoint.name}"
+
+    def log_figures(self, run_id: str, figures: dict[str, str]) -> None:
+        """Plotly figures as self-contained HTML artifacts under figures/."""
+        for name, html in figures.items():
+            self.client.log_text(run_id, html, f"figures/{name}.html")
+
+    # -- one run per trial -----------------------------------------------------------------
+    def start_trial(self, parent_id: str, study: str, number: int, params: dict[str, Any],
+                    sizes: dict[str, float]) -> str:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}", tags={
+            MLFLOW_PARENT_RUN_ID: parent_id, "sceneclf.role": "trial", "sceneclf.study": study,
+            "sceneclf.trial": str(number), "state": "RUNNING"})
+        self._log_params(run.info.run_id, params)
+        self.log_metrics(run.info.run_id, sizes)
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def log_checkpoint(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path), "checkpoint")
+
+    def end_trial(self, run_id: str, state: str, reason: str | None = None) -> None:
+        """Close a trial's run: its Optuna state as a tag and as the run status."""
+        self.client.set_tag(run_id, "state", state)
+        if reason:
+            self.client.set_tag(run_id, "reason", reason[:500])
+        self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"))
+
+    def close_if_running(self, run_id: str, state: str, reason: str) -> bool:
+        """Close a run a dead worker left RUNNING; False when it was already closed."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return False
+        if run.info.status != "RUNNING":
+            return False
+        self.end_trial(run_id, state, reason)
+        return True
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])

@@ -1,0 +1,1 @@
+"""The search-space files, installed as the package `sceneclf.spaces` (see pyproject.toml)."""
