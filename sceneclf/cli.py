@@ -161,3 +161,27 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
         max_params=max_params, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
         progress=not no_progress)
     commands.search_command(req, echo=click.echo)
+
+
+@cli.command("retrain-best")
+@study_options
+@data_options
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Epochs (default: the best trial's best epoch).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.pt"),
+              show_default=True, help="Checkpoint file of the final model.")
+def retrain_best(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir, epochs, seed,
+                 device, out) -> None:
+    """Retrain the best trial on train + validation data, test it, register it in MLflow.
+
+    Example: sceneclf retrain-best --study sceneclf --out model.pt
+    """
+    from sceneclf import commands
+
+    req = commands.RetrainRequest(
+        study=study, storage=storage, tracking_uri=tracking_uri,
+        data=commands.data_config(data, layout, fold) if data is not None else None,
+        cache_dir=cache_dir, skip_bad=skip_bad, epochs=epochs, seed=seed, device=device, out=out)
+    commands.retrain_command(req, echo=click.echo)

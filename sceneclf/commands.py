@@ -144,3 +144,45 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     if settings.tracking_uri:
         echo(f"MLflow: {mlflow_ui_command(settings.tracking_uri)}")
     return outcome
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    study: str
+    storage: str | None
+    tracking_uri: str | None
+    data: DataConfig | None  # None: the data the study was searched with
+    cache_dir: Path | None
+    skip_bad: bool
+    epochs: int | None
+    seed: int
+    device: str
+    out: Path
+    mlflow: bool = True
+
+
+def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
+    from sceneclf import retrain
+    from sceneclf.search import DEFAULT_STORAGE
+    from sceneclf.tracking import default_tracking_uri
+
+    storage = req.storage or DEFAULT_STORAGE
+    study = retrain.load_study(storage, req.study)
+    data_cfg = req.data or retrain.stored_data_config(study)
+    tracking_uri = (req.tracking_uri or default_tracking_uri()) if req.mlflow else None
+    prepared = load_data(data_cfg, req.cache_dir, req.skip_bad, echo)
+    best = retrain.best_trial_configs(study, len(prepared.classes), seed=req.seed)
+    echo(f"best trial {best.trial.number}: val_accuracy {best.trial.value:.3f}; params {best.trial.params}")
+    echo(summarize(best.configs.model, (best.configs.features.n_mels, prepared.frames)).format())
+    ckpt, history = retrain.retrain(best, prepared, req.epochs, req.seed, str(pick_device(req.device)), echo)
+    save_checkpoint(req.out, ckpt)
+    echo(f"test_accuracy {ckpt.metrics['test_accuracy']:.3f} (held-out test split, {len(prepared.splits['test'])} clips)")
+    echo(f"checkpoint: {req.out}")
+    result = {"checkpoint": str(req.out), **ckpt.metrics}
+    if tracking_uri:
+        run_id, version = retrain.log_to_mlflow(tracking_uri, req.study, best, ckpt, history, req.out,
+                                                AudioConfig().clip_samples)
+        echo(f"MLflow run {run_id}; registered model {retrain.REGISTERED_MODEL!r} version {version} "
+             f"(models:/{retrain.REGISTERED_MODEL}/{version})")
+        result.update(run_id=run_id, version=version)
+    return result

@@ -61,6 +61,9 @@ class MelSet:
         if len(self.mels) != len(self.labels):
             raise ValueError("mels and labels differ in length")
 
+    def __add__(self, other: "MelSet") -> "MelSet":
+        return MelSet(self.mels + other.mels, torch.cat([self.labels, other.labels]))
+
 
 def batches(data: MelSet, batch_size: int, frames: int, train: bool,
             generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -111,8 +114,9 @@ def evaluate(model: SceneClassifier, data: MelSet, frames: int, batch_size: int 
 
 def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, frames: int,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        device: torch.device | str = "cpu") -> FitResult:
-    """Train `model` and return its best state (by validation accuracy, then loss).
+        device: torch.device | str = "cpu", keep_last: bool = False) -> FitResult:
+    """Train `model` and return its best state (by validation accuracy, then loss), or with
+    `keep_last` the final epoch's state (for retraining on train + validation data).
 
     `on_epoch(epoch, metrics)` is called after each epoch (1-based) with train_loss,
     train_accuracy, val_loss, val_accuracy, lr and seconds; an exception it raises stops training.
@@ -154,7 +158,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         if not math.isfinite(val_loss):
             raise NonFiniteLossError(f"validation loss became {val_loss} at epoch {epoch}")
         sched.step(val_loss)
-        if best is None or (val_acc, -val_loss) > (best.best_val_accuracy, -best.best_val_loss):
+        if best is None or keep_last or (val_acc, -val_loss) > (best.best_val_accuracy, -best.best_val_loss):
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = FitResult(state, epoch, val_acc, val_loss)
             stale = 0
@@ -172,12 +176,12 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
 def train_model(features: FeatureConfig, model_cfg: ModelConfig, cfg: TrainConfig, budget: Budget,
                 train: MelSet, val: MelSet, frames: int,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                device: torch.device | str = "cpu") -> tuple[SceneClassifier, FitResult]:
+                device: torch.device | str = "cpu", keep_last: bool = False) -> tuple[SceneClassifier, FitResult]:
     """Check the budget, build, normalise with training statistics, fit; the model returned
     holds the best state."""
     model = build(features, model_cfg, budget, frames)
     model.frontend.fit_stats(train.mels)
-    result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device)
+    result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device, keep_last=keep_last)
     model.load_state_dict(result.best_state)
     return model, result
 
