@@ -185,3 +185,6 @@ def retrain_best(study, storage, tracking_uri, data, layout, fold, skip_bad, cac
         data=commands.data_config(data, layout, fold) if data is not None else None,
         cache_dir=cache_dir, skip_bad=skip_bad, epochs=epochs, seed=seed, device=device, out=out)
     commands.retrain_command(req, echo=click.echo)
+
+
+from sceneclf import cli_results  # noqa: E402,F401  (registers evaluate, predict, report, ui, studies)
