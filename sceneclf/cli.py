@@ -6,11 +6,16 @@ Library errors (SceneclfError) become one-line messages with exit code 2, never 
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import click
 
 from sceneclf.errors import SceneclfError
+
+
+# Optuna marks heartbeats, grouped TPE and stale-trial retry as experimental; we use them on purpose.
+warnings.filterwarnings("ignore", message=".*(experimental|ExperimentalWarning).*")
 
 
 class CliError(click.ClickException):

@@ -1,0 +1,180 @@
+"""End-to-end searches on tiny data with a real Optuna storage and a real MLflow store."""
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+import sceneclf.search as search_mod
+from sceneclf.checkpoint import load_checkpoint
+from sceneclf.cli import cli
+
+
+@pytest.fixture
+def stores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return {"storage": f"sqlite:///{tmp_path}/studies/s.db",
+            "tracking": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
+
+
+def run_search(stores, data, *extra, study="t"):
+    args = ["search", "--data", str(data), "--study", study, "--storage", stores["storage"],
+            "--tracking-uri", stores["tracking"], "--no-progress", "--device", "cpu", *extra]
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def child_runs(stores, study="t"):
+    client = MlflowClient(stores["tracking"])
+    exp = client.get_experiment_by_name(study)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sceneclf.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("sceneclf.role") == "trial"]
+    return client, exp, parents, children
+
+
+def test_search_trials_and_runs_agree(stores, tiny_data, tmp_path):
+    res = run_search(stores, tiny_data, "--trials", "4", "--epochs", "2", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    assert "best checkpoint:" in res.output and "mlflow ui --backend-store-uri" in res.output
+    study = optuna.load_study(study_name="t", storage=stores["storage"])
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    client, exp, parents, children = child_runs(stores)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert len(parents) == 1 and len(children) == len(study.trials)
+    by_id = {r.info.run_id: r for r in children}
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    for t in study.trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["sceneclf.trial"] == str(t.number)
+        assert run.data.tags["sceneclf.study"] == "t"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.status == status[t.state.name]
+        assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
+        assert run.data.metrics["n_params"] == t.user_attrs["n_params"]
+        if t.state == TrialState.COMPLETE:
+            assert run.data.tags["state"] == "COMPLETE"
+            history = client.get_metric_history(run.info.run_id, "val_accuracy")
+            assert [m.step for m in history] == sorted(t.intermediate_values)
+            assert max(m.value for m in history) == pytest.approx(t.value)
+            assert client.list_artifacts(run.info.run_id, "checkpoint")
+            assert any(a.path == "model_summary.txt" for a in client.list_artifacts(run.info.run_id))
+    best = study.best_trial
+    parent = parents[0]
+    assert parent.data.tags["best_trial"] == str(best.number)
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "figures")]
+    for fig in ("optimization_history", "parallel_coordinate", "intermediate_values", "accuracy_vs_params"):
+        assert f"figures/{fig}.html" in artifacts
+    local = client.download_artifacts(parent.info.run_id, parent.data.tags["best_checkpoint"], str(tmp_path))
+    ckpt = load_checkpoint(local)
+    assert ckpt.metrics["val_accuracy"] == pytest.approx(best.value)
+
+
+def test_over_budget_never_trains(stores, tiny_data, monkeypatch):
+    calls = []
+    real = search_mod.train_model
+
+    def spy(features, model_cfg, *args, **kwargs):
+        calls.append(model_cfg)
+        return real(features, model_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "train_model", spy)
+    res = run_search(stores, tiny_data, "--trials", "6", "--epochs", "1", "--max-params", "3000")
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="t", storage=stores["storage"])
+    over = [t for t in study.trials if t.user_attrs.get("over_budget")]
+    assert over, "the default space should produce some configurations over 3,000 parameters"
+    for t in over:
+        assert t.state == TrialState.PRUNED and t.user_attrs["n_params"] > 3000
+        assert t.constraints["params"] > 0 and not t.intermediate_values
+    from sceneclf.model import count_params
+    assert all(count_params(c) <= 3000 for c in calls)
+    assert len(calls) == len(study.trials) - len(over)
+    _, _, _, children = child_runs(stores)
+    over_runs = [r for r in children if r.data.tags["state"] == "OVER_BUDGET"]
+    assert len(over_runs) == len(over) and all(r.info.status == "KILLED" for r in over_runs)
+
+
+def test_forced_pruning_marks_run_killed(stores, tiny_data, tmp_path):
+    """A pruner that always prunes (a threshold no accuracy reaches): every trial is pruned at its
+    first epoch, and its MLflow run is KILLED with the per-epoch metric logged."""
+    from sceneclf.audio import AudioConfig
+    from sceneclf.features import FeatureConfig
+    from sceneclf.prepare import DataConfig, prepare
+    from sceneclf.space import load_space
+    from sceneclf.tracking import Tracker
+
+    data = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(), tmp_path / "cache")
+    tracker = Tracker(stores["tracking"], "pruned")
+    parent = tracker.parent_run("pruned", {})
+    space = load_space("default")
+    objective = search_mod.Objective(data, space, space.budget, "pruned", tracker, parent,
+                                     search_mod.Path("ck"), epochs=3)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+                                sampler=optuna.samplers.RandomSampler(seed=3))
+    study.optimize(objective, n_trials=3)
+    trained = [t for t in study.trials if not t.user_attrs.get("over_budget")]
+    assert trained and all(t.state == TrialState.PRUNED for t in study.trials)
+    assert all(list(t.intermediate_values) == [1] for t in trained)
+    runs = {r.info.run_id: r for r in child_runs(stores, "pruned")[3]}
+    for t in trained:
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "KILLED" and run.data.tags["state"] == "PRUNED"
+        assert "val_accuracy" in run.data.metrics
+
+
+def test_resume_adds_trials_to_the_same_study(stores, tiny_data):
+    assert run_search(stores, tiny_data, "--trials", "2", "--epochs", "1").exit_code == 0
+    assert run_search(stores, tiny_data, "--trials", "2", "--epochs", "1").exit_code == 0
+    study = optuna.load_study(study_name="t", storage=stores["storage"])
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
+    _, _, parents, children = child_runs(stores)
+    assert len(parents) == 1 and len(children) == len(study.trials)
+
+
+def test_other_space_under_same_study_is_refused(stores, tiny_data):
+    assert run_search(stores, tiny_data, "--trials", "1", "--epochs", "1").exit_code == 0
+    res = CliRunner().invoke(cli, ["search", "--data", str(tiny_data), "--study", "t", "--storage",
+                                   stores["storage"], "--tracking-uri", stores["tracking"], "--no-progress",
+                                   "--trials", "1", "--space", "dcase-low-complexity"])
+    assert res.exit_code == 2
+    assert "--study t: exists with a different search space" in res.output
+
+
+def test_retrain_best_registers_a_loadable_model(stores, tiny_data, tmp_path):
+    assert run_search(stores, tiny_data, "--trials", "3", "--epochs", "2").exit_code == 0
+    study = optuna.load_study(study_name="t", storage=stores["storage"])
+    best = study.best_trial
+    out = tmp_path / "final.pt"
+    res = CliRunner().invoke(cli, ["retrain-best", "--study", "t", "--storage", stores["storage"],
+                                   "--tracking-uri", stores["tracking"], "--out", str(out), "--device", "cpu"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    ckpt = load_checkpoint(out)
+    assert ckpt.train["lr"] == pytest.approx(best.params["lr"])
+    assert ckpt.train["batch_size"] == best.params["batch_size"]
+    assert ckpt.features.noise == pytest.approx(best.params["noise"])
+    assert list(ckpt.model_cfg.widths) == best.user_attrs["widths"]
+    assert ckpt.train["epochs"] == best.user_attrs["best_epoch"]
+    client = MlflowClient(stores["tracking"])
+    version = max(client.search_model_versions("name='sceneclf'"), key=lambda v: int(v.version))
+    run = client.get_run(version.run_id)
+    assert run.data.tags["sceneclf.best_trial"] == str(best.number)
+    assert run.data.tags["sceneclf.study_run_id"] == study.user_attrs["mlflow_parent_run_id"]
+    assert float(run.data.params["lr"]) == pytest.approx(best.params["lr"])
+    assert "test_accuracy" in run.data.metrics
+    mlflow.set_tracking_uri(stores["tracking"])
+    model = mlflow.pyfunc.load_model(f"models:/sceneclf/{version.version}")
+    for n in (16000, 48000):
+        logits = model.predict(np.random.default_rng(0).normal(0, 0.1, (2, n)).astype("float32"))
+        assert logits.shape == (2, 15)
+
+
+def test_retrain_best_without_finished_trials(stores, tiny_data):
+    res = CliRunner().invoke(cli, ["retrain-best", "--study", "nothing", "--storage", stores["storage"]])
+    assert res.exit_code == 2 and "--study nothing: no such study" in res.output
