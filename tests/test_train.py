@@ -1,0 +1,129 @@
+"""Training, caching and the train command on the tiny synthetic data set."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from sceneclf.audio import AudioConfig
+from sceneclf.checkpoint import load_checkpoint
+from sceneclf.cli import cli
+from sceneclf.errors import DataError
+from sceneclf.features import FeatureConfig
+from sceneclf.model import Budget, ModelConfig
+from sceneclf.prepare import DataConfig, prepare
+from sceneclf.train import MelSet, NonFiniteLossError, TrainConfig, evaluate, fit, train_model
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory):
+    return prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(),
+                   tmp_path_factory.mktemp("cache"))
+
+
+def test_splits_keep_locations_apart(prepared):
+    groups = {}
+    for clip in prepared.manifest.clips:
+        groups.setdefault(clip.group, set()).add(clip.split)
+    assert all(len(s) == 1 for s in groups.values())
+    assert all(len(prepared.splits[s]) > 0 for s in ("train", "val", "test"))
+
+
+def test_second_prepare_decodes_nothing(tiny_data, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(), cache)
+    import sceneclf.audio as audio
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(audio, "read_audio", refuse)
+    again = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(), cache)
+    assert again.fingerprint == first.fingerprint
+    assert all(torch.equal(a, b) for a, b in zip(first.splits["train"].mels, again.splits["train"].mels))
+
+
+def test_short_training_beats_chance_clearly(prepared):
+    torch.set_num_threads(2)
+    cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=12, early_stop=12, seed=0)
+    model, result = train_model(FeatureConfig(noise=0.05), ModelConfig(widths=(16, 32, 48)), cfg,
+                                Budget(), prepared.splits["train"], prepared.splits["train"],
+                                prepared.frames)
+    # training accuracy on 15 classes: chance is 1/15
+    acc, _, _ = evaluate(model, prepared.splits["train"], prepared.frames)
+    assert acc > 0.5
+    assert result.epochs_run == 12 and len(result.history) == 12
+
+
+def test_nan_loss_stops_at_once(prepared):
+    broken = MelSet([m * float("nan") for m in prepared.splits["train"].mels], prepared.splits["train"].labels)
+    from sceneclf.model import SceneClassifier
+
+    model = SceneClassifier(FeatureConfig(), ModelConfig())
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        fit(model, broken, prepared.splits["val"], TrainConfig(epochs=3), prepared.frames)
+
+
+def test_callback_sees_every_epoch_and_can_stop(prepared):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def on_epoch(epoch, metrics):
+        seen.append((epoch, sorted(metrics)))
+        if epoch == 2:
+            raise Stop
+
+    from sceneclf.model import SceneClassifier
+
+    with pytest.raises(Stop):
+        fit(SceneClassifier(FeatureConfig(), ModelConfig()), prepared.splits["train"], prepared.splits["val"],
+            TrainConfig(epochs=5), prepared.frames, on_epoch=on_epoch)
+    assert [e for e, _ in seen] == [1, 2]
+    assert seen[0][1] == ["lr", "seconds", "train_accuracy", "train_loss", "val_accuracy", "val_loss"]
+
+
+def test_train_command_and_checkpoint_round_trip(tiny_data, tmp_path):
+    out = tmp_path / "m.pt"
+    res = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--epochs", "2", "--widths", "8,16",
+                                   "--out", str(out), "--device", "cpu"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "Total params:" in res.output and "epoch   2/2" in res.output and "test_accuracy" in res.output
+    ckpt = load_checkpoint(out)
+    assert ckpt.model_cfg.widths == (8, 16) and len(ckpt.classes) == 15
+    # the checkpoint alone rebuilds the same predictions from raw audio
+    wave = torch.from_numpy(sf.read(sorted((tiny_data / "audio").glob("*.wav"))[0], dtype="float32")[0])
+    x = wave[: AudioConfig().clip_samples].unsqueeze(0)
+    again = load_checkpoint(out)
+    with torch.inference_mode():
+        assert torch.equal(ckpt.model(x), again.model(x))
+    assert not torch.equal(again.model.frontend.mean, torch.zeros_like(again.model.frontend.mean))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--widths", "64,128,256"], "parameters, over the budget of 128,000 (--max-params)"),
+    (["--widths", "a,b"], "'a,b' is not a comma-separated list"),
+    (["--lr", "-1"], "--lr"),
+    (["--max-params", "100"], "over the budget of 100"),
+])
+def test_train_bad_options(tiny_data, args, message):
+    res = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), *args])
+    assert res.exit_code == 2 and message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_corrupt_file_named_or_skipped(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    victim = sorted((data / "audio").glob("*.wav"))[3]
+    victim.write_bytes(b"RIFF....not really")
+    res = CliRunner().invoke(cli, ["train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "m.pt")])
+    assert res.exit_code == 2 and victim.name in res.output and "cannot decode" in res.output
+    res = CliRunner().invoke(cli, ["train", "--data", str(data), "--epochs", "1", "--skip-bad",
+                                   "--out", str(tmp_path / "m.pt")])
+    assert res.exit_code == 0, res.output
+    assert "skipped 1 unreadable file" in res.output
