@@ -149,9 +149,12 @@ def study_options(f):
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes on this machine, sharing the study, the trial count and the CPU threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
 def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, storage, tracking_uri,
-           space, max_params, sampler, pruner, epochs, seed, device, no_progress) -> None:
+           space, max_params, sampler, pruner, epochs, seed, device, jobs, no_progress, no_mlflow) -> None:
     """Search CNNs under the budget with Optuna; track every trial in MLflow.
 
     Running the same command again resumes the same study.
@@ -164,8 +167,40 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
         trials=trials, timeout=timeout, data=commands.data_config(data, layout, fold), skip_bad=skip_bad,
         cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
         max_params=max_params, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
-        progress=not no_progress)
+        progress=not no_progress, mlflow=not no_mlflow, jobs=jobs)
     commands.search_command(req, echo=click.echo)
+
+
+@cli.command()
+@study_options
+@data_options
+@click.option("--trials", type=click.IntRange(1), default=None,
+              help="Run until this many more trials have finished (default: the target of the search "
+                   "that started the study).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for this worker.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--worker-index", type=click.IntRange(0), default=0, hidden=True)
+@click.option("--no-progress", is_flag=True)
+@click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
+def worker(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir, trials, timeout,
+           threads, seed, device, worker_index, no_progress, no_mlflow) -> None:
+    """Join an existing study's search from this process or machine.
+
+    The study stores its search space, budget and data settings; a worker with a different
+    data set (fingerprint) is refused.
+
+    Example: sceneclf worker --study sceneclf --storage postgresql://user@db/optuna --tracking-uri http://mlflow:5000
+    """
+    from sceneclf import commands
+
+    req = commands.WorkerRequest(
+        study=study, storage=storage, tracking_uri=tracking_uri,
+        data=commands.data_config(data, layout, fold) if data is not None else None,
+        cache_dir=cache_dir, skip_bad=skip_bad, trials=trials, timeout=timeout, threads=threads,
+        seed=seed, device=device, progress=not no_progress, mlflow=not no_mlflow, worker_index=worker_index)
+    commands.worker_command_run(req, echo=click.echo)
 
 
 @cli.command("retrain-best")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -106,6 +108,7 @@ class SearchRequest:
     device: str
     progress: bool = True
     mlflow: bool = True
+    jobs: int = 1
 
 
 def search_settings(req: SearchRequest) -> SearchSettings:
@@ -117,6 +120,70 @@ def search_settings(req: SearchRequest) -> SearchSettings:
         tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
         sampler=req.sampler, pruner=req.pruner, epochs=req.epochs, seed=req.seed,
         device=str(pick_device(req.device)), data=req.data)
+
+
+def split_threads(jobs: int) -> int:
+    """Give each of `jobs` processes its share of the CPU threads; returns the share."""
+    import torch
+
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs > 1:
+        torch.set_num_threads(share)
+    return share
+
+
+def worker_command(req: SearchRequest, settings: SearchSettings, threads: int) -> list[str]:
+    """The command line of one `--jobs` worker process: `sceneclf worker` on the same study."""
+    cmd = [sys.executable, "-m", "sceneclf", "worker", "--study", settings.study, "--storage",
+           settings.storage, "--threads", str(threads), "--seed", str(req.seed), "--device", req.device,
+           "--no-progress"]
+    cmd += ["--tracking-uri", settings.tracking_uri] if settings.tracking_uri else ["--no-mlflow"]
+    if req.cache_dir:
+        cmd += ["--cache-dir", str(req.cache_dir)]
+    if req.skip_bad:
+        cmd += ["--skip-bad"]
+    return cmd
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    study: str
+    storage: str | None
+    tracking_uri: str | None
+    data: DataConfig | None
+    cache_dir: Path | None
+    skip_bad: bool
+    trials: int | None
+    timeout: float | None
+    threads: int | None
+    seed: int
+    device: str
+    progress: bool = False
+    mlflow: bool = True
+    worker_index: int = 0
+
+
+def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
+    """`sceneclf worker`: join a study's search from this process or machine."""
+    import torch
+
+    from sceneclf.search import DEFAULT_STORAGE
+    from sceneclf.study import join_study
+    from sceneclf.tracking import default_tracking_uri
+
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    device = pick_device(req.device)
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        device = torch.device("cuda", req.worker_index % torch.cuda.device_count())
+    settings = SearchSettings(
+        study=req.study, storage=req.storage or DEFAULT_STORAGE,
+        tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
+        seed=req.seed + 1000 * req.worker_index, device=str(device))
+    outcome = join_study(settings, lambda cfg: load_data(cfg, req.cache_dir, req.skip_bad, echo),
+                         req.trials, req.timeout, echo, progress=req.progress, data=req.data)
+    echo(f"worker {req.worker_index} done: study {req.study!r} has {len(outcome.study.trials)} trials")
+    return outcome
 
 
 def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
@@ -132,7 +199,9 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
          f"budget {space.budget.max_params:,} parameters"
          + (f", {space.budget.max_macs:,} MACs" if space.budget.max_macs else ""))
-    outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress)
+    threads = split_threads(req.jobs)
+    outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress,
+                         jobs=req.jobs, worker_command=worker_command(req, settings, threads))
     echo(top_trials_table(outcome.study))
     if outcome.stopped_because:
         echo(f"search stopped: {outcome.stopped_because}")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -22,7 +25,7 @@ from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
 from sceneclf.search import (FINISHED, Objective, best_feasible, count_finished, make_pruner,
                              make_sampler, open_storage, recover_dead_trials, trial_value)
-from sceneclf.space import SearchSpace
+from sceneclf.space import SearchSpace, parse_space
 
 Echo = Callable[[str], None]
 
@@ -49,6 +52,7 @@ def study_record(settings: SearchSettings, space: SearchSpace, budget: Budget, f
 
 
 def open_study(settings: SearchSettings, sampler_seed: int, epochs: int) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)
     try:
         return optuna.create_study(
@@ -105,14 +109,18 @@ class SearchOutcome:
 
 
 def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData, n_trials: int,
-               timeout: float | None, echo: Echo, progress: bool = True) -> SearchOutcome:
-    budget = space.budget
-    epochs = settings.epochs or space.epochs
-    record = study_record(settings, space, budget, data.fingerprint)
-    probe = open_study(settings, settings.seed, epochs)
+               timeout: float | None, echo: Echo, progress: bool = True, jobs: int = 1,
+               worker_command: list[str] | None = None) -> SearchOutcome:
+    """Open or resume the study, then run trials until `n_trials` more have finished or been
+    pruned: in this process, plus `jobs - 1` worker processes (`worker_command`, which joins
+    the study) sharing the storage and the trial count."""
+    record = study_record(settings, space, space.budget, data.fingerprint)
+    probe = open_study(settings, settings.seed, record["epochs"])
     # A resumed study must not replay the sampler's first draws: seed by the study's length.
-    study = open_study(settings, settings.seed + len(probe.trials), epochs) if probe.trials else probe
+    study = open_study(settings, settings.seed + len(probe.trials), record["epochs"]) if probe.trials else probe
     check_record(study, record)
+    target = count_finished(study) + n_trials
+    study.set_user_attr("target_trials", target)  # workers that join stop there too
     tracker = _tracker(settings)
     parent = None
     if tracker:
@@ -122,33 +130,96 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
     recovered = recover_dead_trials(study, tracker)
     if recovered:
         echo(f"recovered trial(s) {recovered} left running by a dead process: failed, queued again")
-    objective = Objective(data, space, budget, settings.study, tracker, parent,
+    workers = _spawn(worker_command, jobs - 1)
+    status = "FINISHED"
+    try:
+        outcome = work(study, settings, space, data, tracker, parent, target, timeout, echo, progress)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _reap(workers, interrupt=status == "KILLED")
+        figures = study_figures(study, space.budget.max_params)
+        if tracker and parent:
+            tracker.log_figures(parent, {k: figure_html(f, offline=True) for k, f in figures.items()})
+            tracker.end_parent(parent, status)
+    outcome.figures = figures
+    return outcome
+
+
+def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data: PreparedData,
+         tracker, parent: str | None, target: int, timeout: float | None, echo: Echo,
+         progress: bool) -> SearchOutcome:
+    """Run trials in this process until the study has `target` finished or pruned trials."""
+    objective = Objective(data, space, space.budget, settings.study, tracker, parent,
                           settings.checkpoint_dir / settings.study, seed=settings.seed,
-                          device=settings.device, epochs=epochs)
-    stop = Stop(count_finished(study) + n_trials)
+                          device=settings.device, epochs=study.user_attrs["sceneclf"]["epochs"])
+    stop = Stop(target)
     callbacks = [stop]
-    bar = _progress_bar(n_trials) if progress else None
+    bar = _progress_bar(study, target) if progress else None
     if bar is not None:
         callbacks.append(bar.callback)
-    status = "FINISHED"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study.optimize(objective, n_trials=None, timeout=timeout, callbacks=callbacks,
                        catch=(Exception,), gc_after_trial=False)
     except KeyboardInterrupt:
-        status = "KILLED"
         echo("\ninterrupted: the running trial is marked failed and its run closed; "
              "run the same command again to go on")
+        raise
     finally:
         if bar is not None:
             bar.close()
-        figures = study_figures(study, budget.max_params)
-        if tracker and parent:
-            tracker.log_figures(parent, {k: figure_html(f, offline=True) for k, f in figures.items()})
-            tracker.end_parent(parent, status)
     best = best_feasible(study)
     ckpt = objective.best_path if best is not None and objective.best_path.exists() else None
-    return SearchOutcome(study, best, ckpt, parent, stop.reason, figures)
+    return SearchOutcome(study, best, ckpt, parent, stop.reason)
+
+
+def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], PreparedData],
+               n_trials: int | None, timeout: float | None, echo: Echo, progress: bool = False,
+               data: DataConfig | None = None) -> SearchOutcome:
+    """A worker: join an existing study from its stored settings (space, budget, epochs,
+    sampler, pruner, data), refuse when the local data differ, and run trials until the
+    study's target (or `n_trials` more)."""
+    storage = open_storage(settings.storage)
+    try:
+        record = optuna.load_study(study_name=settings.study, storage=storage).user_attrs["sceneclf"]
+    except KeyError:
+        raise ConfigError(f"--study {settings.study}: no sceneclf study of that name in {settings.storage}; "
+                          "start it with `sceneclf search` first") from None
+    space = parse_space(record["space_text"], record["space_name"])
+    settings = replace(settings, sampler=record["sampler"], pruner=record["pruner"], epochs=record["epochs"])
+    prepared = prepare_data(data or DataConfig(**record["data"]))
+    if prepared.fingerprint != record["fingerprint"]:
+        raise ConfigError(f"--study {settings.study}: this machine's data differ from the study's "
+                          f"(fingerprint {prepared.fingerprint}, study {record['fingerprint']}); "
+                          "point --data at the same data set")
+    probe = open_study(settings, settings.seed, record["epochs"])
+    study = open_study(settings, settings.seed + 7919 * os.getpid() + len(probe.trials), record["epochs"])
+    target = count_finished(study) + n_trials if n_trials else int(study.user_attrs.get("target_trials", 0))
+    tracker = _tracker(settings)
+    parent = study.user_attrs.get("mlflow_parent_run_id") if tracker else None
+    if tracker and parent is None:
+        parent = tracker.parent_run(settings.study, _flat(record))
+        study.set_user_attr("mlflow_parent_run_id", parent)
+    return work(study, settings, space, prepared, tracker, parent, target, timeout, echo, progress)
+
+
+def _spawn(command: list[str] | None, n: int) -> list[subprocess.Popen]:
+    if not command or n <= 0:
+        return []
+    return [subprocess.Popen([*command, "--worker-index", str(i + 1)]) for i in range(n)]
+
+
+def _reap(workers: list[subprocess.Popen], interrupt: bool) -> None:
+    """Wait for the worker processes; on Ctrl-C pass it on so they close their trials too."""
+    for w in workers:
+        if interrupt and w.poll() is None:
+            w.send_signal(signal.SIGINT)
+    for w in workers:
+        try:
+            w.wait(timeout=None if not interrupt else 60)
+        except subprocess.TimeoutExpired:
+            w.kill()
 
 
 def _tracker(settings: SearchSettings):
@@ -170,14 +241,17 @@ def _flat(record: dict) -> dict:
 
 
 class _progress_bar:
-    def __init__(self, total: int):
+    """Finished trials of the whole study (all workers) against the target; best so far."""
+
+    def __init__(self, study: optuna.Study, target: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc="trials", unit="trial", dynamic_ncols=True)
+        self.start = count_finished(study)
+        self.bar = tqdm(total=target - self.start, desc="trials", unit="trial", dynamic_ncols=True)
 
     def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state in FINISHED:
-            self.bar.update(1)
+        self.bar.n = min(self.bar.total, count_finished(study) - self.start)
+        self.bar.refresh()
         best = best_feasible(study)
         if best is not None:
             self.bar.set_postfix_str(f"best {best.value:.3f} (trial {best.number})")
