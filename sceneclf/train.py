@@ -104,8 +104,10 @@ def evaluate(model: SceneClassifier, data: MelSet, frames: int, batch_size: int 
     """(accuracy, mean cross-entropy, logits (N, C)) on centre crops, model in eval mode."""
     model.eval()
     logits = []
+    cuda = torch.device(device).type == "cuda"
     for x, _ in batches(data, batch_size, frames, train=False):
-        logits.append(model.forward_mel(x.to(device)).float().cpu())
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            logits.append(model.forward_mel(x.to(device, non_blocking=True)).float().cpu())
     out = torch.cat(logits) if logits else torch.empty(0, model.cnn.cfg.n_classes)
     loss = nn.functional.cross_entropy(out, data.labels).item() if len(data) else math.nan
     acc = (out.argmax(1) == data.labels).float().mean().item() if len(data) else math.nan
@@ -124,6 +126,9 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    device = torch.device(device)
+    cuda = device.type == "cuda"  # mixed precision and pinned host memory on CUDA only
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -136,14 +141,18 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in batches(train, cfg.batch_size, frames, train=True, generator=gen):
+            if cuda:
+                x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model.forward_mel(x)
-            loss = nn.functional.cross_entropy(logits, y)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+                logits = model.forward_mel(x)
+                loss = nn.functional.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
