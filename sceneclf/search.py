@@ -214,8 +214,11 @@ def recover_dead_trials(study: optuna.Study, tracker: Any) -> list[int]:
         name, _, pid = worker.rpartition(":")
         if name != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study._storage.set_trial_user_attr(t._trial_id, "reason", "worker died (recovered on restart)")
+        try:  # the reason first: a finished trial takes no more attributes
+            study._storage.set_trial_user_attr(t._trial_id, "reason", "worker died (recovered on restart)")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # failed meanwhile by another process's heartbeat check, which retries it
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         if tracker and t.user_attrs.get("mlflow_run_id"):
             tracker.close_if_running(t.user_attrs["mlflow_run_id"], "FAIL", "worker died")

@@ -1,0 +1,290 @@
+"""A real `sceneclf search` process killed with SIGKILL at four moments, then run again.
+
+One study is killed four times in a row, each time at a different moment, and the same command
+is run again after each kill:
+
+1. while the waveform/mel cache is written (fresh cache folder; a cache file half written),
+2. in the middle of an epoch (after the study's first trial has finished),
+3. while a trial's checkpoint is written (the file half written),
+4. while MLflow stores an artifact (the trial's checkpoint half copied into the artifact store).
+
+The moment is made exact by a `sitecustomize` hook on the child's PYTHONPATH: at the chosen
+call it writes the first half of the file, drops a marker file and sleeps; the test sees the
+marker and kills the process with SIGKILL. The command itself is the ordinary
+`python -m sceneclf search ...`.
+
+After each kill and restart: every trial that had finished is still there with its value; the
+killed trial is FAIL (reason "worker died") and its parameters are queued and run again; its
+MLflow run is closed as FAILED; the best checkpoint on disk and in MLflow loads; the storage opens;
+no cache entry is corrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sceneclf.checkpoint import load_checkpoint
+
+HOOK = r'''
+import os, time
+_spec = os.environ.get("CRASH_AT")
+if _spec:
+    _phase, _, _n = _spec.partition(":")
+    _n = int(_n or 1)
+    _calls = [0]
+
+    def _due():
+        _calls[0] += 1
+        return _calls[0] == _n
+
+    def _half(data, f):
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+
+    def _pause():
+        with open(os.environ["CRASH_MARK"], "w") as m:
+            m.write(_phase)
+        time.sleep(600)
+
+    if _phase == "cache":
+        import io
+        import numpy as np
+        _real_save = np.save
+
+        def _save(file, arr, *a, **k):
+            if hasattr(file, "write") and _due():
+                buf = io.BytesIO()
+                _real_save(buf, arr, *a, **k)
+                _half(buf.getvalue(), file)
+                _pause()
+            return _real_save(file, arr, *a, **k)
+        np.save = _save
+    elif _phase == "epoch":
+        import sceneclf.train as _train
+        _real_batches = _train.batches
+
+        def _batches(data, batch_size, frames, train, generator=None):
+            it = _real_batches(data, batch_size, frames, train, generator)
+            if not train or not _due():
+                yield from it
+                return
+            yield next(it)
+            _pause()  # the optimizer has taken the epoch's first step
+            yield from it
+        _train.batches = _batches
+    elif _phase == "checkpoint":
+        import io
+        import torch
+        _real_tsave = torch.save
+
+        def _tsave(obj, f, *a, **k):
+            if hasattr(f, "write") and _due():
+                buf = io.BytesIO()
+                _real_tsave(obj, buf, *a, **k)
+                _half(buf.getvalue(), f)
+                _pause()
+            return _real_tsave(obj, f, *a, **k)
+        torch.save = _tsave
+    elif _phase == "mlflow":
+        from pathlib import Path
+        from urllib.parse import unquote, urlparse
+        from mlflow.tracking import MlflowClient
+        _real_log = MlflowClient.log_artifact
+
+        def _log_artifact(self, run_id, local_path, artifact_path=None):
+            if str(local_path).endswith(".pt") and _due():
+                root = Path(unquote(urlparse(self.get_run(run_id).info.artifact_uri).path))
+                dest = root / (artifact_path or "") / Path(local_path).name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "wb") as f:
+                    _half(Path(local_path).read_bytes(), f)
+                _pause()
+            return _real_log(self, run_id, local_path, artifact_path)
+        MlflowClient.log_artifact = _log_artifact
+'''
+
+SPACE = """
+[train]
+epochs = 2
+early_stop = 5
+
+[params.lr]
+type = "float"
+low = 1e-3
+high = 1e-2
+log = true
+
+[params.n_blocks]
+type = "int"
+low = 1
+high = 2
+
+[params.base_width]
+type = "int"
+low = 4
+high = 8
+step = 4
+"""
+
+TIMEOUT = 150  # seconds for one process, on a busy machine
+
+
+@pytest.fixture
+def crash_env(tmp_path, tiny_data):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    (tmp_path / "space.toml").write_text(SPACE)
+    env = {**os.environ, "PYTHONPATH": str(hook), "OMP_NUM_THREADS": "1",
+           "SCENECLF_CACHE": str(tmp_path / "cache"), "CRASH_MARK": str(tmp_path / "marker")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("SCENECLF_STORAGE", None)
+    cmd = [sys.executable, "-m", "sceneclf", "search", "--data", str(tiny_data), "--study", "crash",
+           "--storage", f"sqlite:///{tmp_path}/studies/crash.db",
+           "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+           "--space", str(tmp_path / "space.toml"), "--epochs", "2", "--trials", "2",
+           "--no-progress", "--device", "cpu", "--seed", "0"]
+    return {"cmd": cmd, "env": env, "dir": tmp_path}
+
+
+def run(ctx, crash_at: str | None) -> str:
+    """Run the command; with `crash_at`, SIGKILL it at that moment. Returns its output."""
+    marker, log = ctx["dir"] / "marker", ctx["dir"] / "out.log"
+    marker.unlink(missing_ok=True)
+    env = dict(ctx["env"])
+    if crash_at:
+        env["CRASH_AT"] = crash_at
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(ctx["cmd"], cwd=ctx["dir"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while crash_at and not marker.exists():
+                if proc.poll() is not None:
+                    pytest.fail(f"exited with {proc.returncode} before reaching {crash_at}:\n"
+                                f"{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{crash_at} not reached within {TIMEOUT} s")
+                time.sleep(0.05)
+            if crash_at:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    if crash_at:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 0, text[-3000:]
+    return text
+
+
+def load(ctx) -> optuna.Study:
+    return optuna.load_study(study_name="crash", storage=f"sqlite:///{ctx['dir']}/studies/crash.db")
+
+
+def finished_values(study: optuna.Study) -> dict[int, float]:
+    return {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+
+
+def check_cache(ctx) -> None:
+    """Every cache entry where a reader looks (*.npy) is whole."""
+    for f in (ctx["dir"] / "cache").rglob("*.npy"):
+        np.load(f, allow_pickle=False)
+
+
+def check_best(ctx, study: optuna.Study) -> None:
+    """The best checkpoint on disk and the one the MLflow study run points at both load, and
+    belong to the study's best trial."""
+    best = study.best_trial
+    ckpt = load_checkpoint(ctx["dir"] / "studies" / "checkpoints" / "crash" / "best.pt")
+    assert ckpt.metrics["val_accuracy"] == pytest.approx(best.value)
+    client = MlflowClient(f"sqlite:///{ctx['dir']}/mlruns/mlflow.db")
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.tags["best_trial"] == str(best.number)
+    local = client.download_artifacts(parent.info.run_id, parent.data.tags["best_checkpoint"],
+                                      str(ctx["dir"]))
+    assert load_checkpoint(local).metrics["val_accuracy"] == pytest.approx(best.value)
+
+
+def check_recovered(ctx, study: optuna.Study, killed: int) -> int:
+    """The killed trial is FAIL with a reason, its MLflow run FAILED, and a later trial has its
+    parameters (queued as a retry). Returns the retry's number."""
+    t = study.trials[killed]
+    assert t.state == TrialState.FAIL, t
+    assert "worker died" in t.user_attrs["reason"]
+    client = MlflowClient(f"sqlite:///{ctx['dir']}/mlruns/mlflow.db")
+    run = client.get_run(t.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["state"] == "FAIL"
+    retries = [r for r in study.trials if r.user_attrs.get("retry_of") == killed]
+    assert len(retries) == 1 and retries[0].params == t.params
+    return retries[0].number
+
+
+def running(study: optuna.Study) -> list[int]:
+    return [t.number for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_sigkill_at_four_moments_then_resume(crash_env):
+    ctx = crash_env
+    # 1. Killed while the cache is written (the 40th .npy half written): no study yet.
+    run(ctx, "cache:40")
+    check_cache(ctx)
+    assert list((ctx["dir"] / "cache").rglob("*.tmp")), "the hook should have left a half-written temporary"
+    assert not (ctx["dir"] / "studies" / "crash.db").exists() or not load(ctx).trials
+
+    # 2. Run again; killed in the middle of the third epoch, i.e. during trial 1.
+    run(ctx, "epoch:3")
+    check_cache(ctx)
+    study = load(ctx)
+    done = finished_values(study)
+    assert list(done) == [0] and running(study) == [1]
+    check_best(ctx, study)
+
+    # 3. Run again: trial 1 is failed and queued again; killed while that retry's checkpoint is written.
+    run(ctx, "checkpoint:1")
+    study = load(ctx)
+    assert finished_values(study) == done
+    retry = check_recovered(ctx, study, 1)
+    assert running(study) == [retry]
+    assert list((ctx["dir"] / "studies" / "checkpoints" / "crash").rglob("*.tmp"))  # half written, aside
+    check_best(ctx, study)
+
+    # 4. Run again; killed while MLflow stores the retry's checkpoint artifact.
+    run(ctx, "mlflow:1")
+    study = load(ctx)
+    assert finished_values(study) == done
+    retry = check_recovered(ctx, study, retry)
+    assert running(study) == [retry]
+    check_best(ctx, study)
+
+    # 5. Run again, to the end.
+    out = run(ctx, None)
+    assert "recovered trial(s)" in out
+    study = load(ctx)
+    retry = check_recovered(ctx, study, retry)
+    final = study.trials[retry]
+    assert final.state == TrialState.COMPLETE and final.params == study.trials[1].params
+    values = finished_values(study)
+    assert {k: values[k] for k in done} == done and len(values) == len(done) + 2
+    assert not running(study) and not [t for t in study.trials if t.state == TrialState.WAITING]
+    client = MlflowClient(f"sqlite:///{ctx['dir']}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("crash")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    assert len([r for r in runs if r.data.tags.get("sceneclf.role") == "trial"]) == len(study.trials)
+    check_best(ctx, study)
+    check_cache(ctx)
