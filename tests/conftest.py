@@ -21,3 +21,60 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SCENECLF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("SCENECLF_STORAGE", raising=False)
+
+
+# -- A finished study with a retrained, registered model (evaluate, report, ui, studies tests) --
+TINY_SPACE = """
+[budget]
+max_params = 3000
+[train]
+epochs = 2
+[params.lr]
+type = "float"
+low = 3e-3
+high = 1e-2
+log = true
+[params.n_blocks]
+type = "int"
+low = 2
+high = 2
+[params.base_width]
+type = "int"
+low = 4
+high = 16
+step = 4
+[params.growth]
+type = "float"
+low = 1.0
+high = 1.5
+"""
+
+
+@pytest.fixture(scope="session")
+def retrained_study(tmp_path_factory, tiny_data):
+    """`sceneclf search` (3 trials of 2 epochs, a tiny space) and `retrain-best`, through the CLI,
+    with real Optuna and MLflow stores. Returns names and paths as a dict."""
+    from click.testing import CliRunner
+
+    from sceneclf.cli import cli
+
+    root = tmp_path_factory.mktemp("study")
+    (root / "tiny.toml").write_text(TINY_SPACE)
+    info = {"root": root, "data": tiny_data, "study": "t",
+            "storage": f"sqlite:///{root}/studies/s.db", "tracking": f"sqlite:///{root}/mlruns/mlflow.db",
+            "checkpoint": root / "model.pt"}
+    stores = ["--study", "t", "--storage", info["storage"], "--tracking-uri", info["tracking"]]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("SCENECLF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("SCENECLF_STORAGE", raising=False)
+        runner = CliRunner()
+        res = runner.invoke(cli, ["search", "--trials", "3", "--data", str(tiny_data), "--space", "tiny.toml",
+                                  "--no-progress", "--device", "cpu", *stores], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(cli, ["retrain-best", "--out", str(info["checkpoint"]), "--device", "cpu", *stores],
+                            catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    info["model_uri"] = "models:/sceneclf/1"
+    return info
