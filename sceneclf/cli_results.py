@@ -69,3 +69,33 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
         link = f", nested under the model's run {loaded.run_id}" if loaded.run_id else ""
         click.echo(f"MLflow run: {run_id}{link}")
 
+
+@cli.command()
+@click.argument("model")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True, help="Labels per file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--per-window", is_flag=True, help="Also list each window's top class with its start time.")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
+              help="Where to find an MLflow model [env MLFLOW_TRACKING_URI].")
+def predict(model, paths, top_k, fmt, per_window, tracking_uri) -> None:
+    """Scene labels for recordings: files or folders, any length, rate and channel count.
+
+    MODEL is a checkpoint file or an MLflow model URI. Recordings longer than the model's clip
+    length are cut into windows with 50 % overlap and the class probabilities averaged. Files
+    that cannot be read are reported with the reason; the exit code is 1 if any could not.
+
+    Example: sceneclf predict model.pt recordings/ street.flac --top-k 3 --format csv
+    """
+    from sceneclf import evaluate as ev
+    from sceneclf import predict as pr
+
+    loaded = ev.load_model(model, tracking_uri)
+    ckpt = loaded.checkpoint
+    results = pr.predict_paths(ckpt.model, paths, ckpt.audio, keep_windows=per_window)
+    click.echo(pr.format_results(results, ckpt.classes, top_k, fmt, per_window))
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        click.echo(f"{len(failed)} of {len(results)} file(s) could not be read", err=True)
+        click.get_current_context().exit(1)
+

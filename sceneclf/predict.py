@@ -1,0 +1,206 @@
+"""`sceneclf predict`: class scores for recordings of any length, rate and channel count.
+
+Each file is decoded window by window (so an hour-long recording never sits in memory whole),
+downmixed and resampled to the model's rate. A recording longer than the model's clip length is
+cut into windows of that length with 50 % overlap (the last window ends at the recording's end);
+a shorter one is zero-padded (centred), as in training. The softmax probabilities of the windows
+are averaged. A file that cannot be decoded gets an error row; the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from sceneclf.audio import AudioConfig, fit_length
+from sceneclf.errors import DataError
+from sceneclf.model import SceneClassifier
+
+FORMATS = ("table", "json", "csv")
+# File name endings looked for inside folders (files named on the command line are always tried).
+AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                  ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".htk"}
+
+
+@dataclass
+class FilePrediction:
+    path: str
+    probabilities: np.ndarray | None = None  # (C,) mean of the windows' softmax
+    seconds: float = 0.0
+    windows: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (start s, probabilities)
+    error: str | None = None
+
+    def top(self, classes: tuple[str, ...], k: int, probs: np.ndarray | None = None) -> list[tuple[str, float]]:
+        p = self.probabilities if probs is None else probs
+        order = np.argsort(-p, kind="stable")[:k]
+        return [(classes[i], float(p[i])) for i in order]
+
+
+def find_audio(paths: Iterable[Path]) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for each file given and each audio file under each folder given (sorted,
+    recursive); (folder, reason) for a folder without audio files."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                yield path, f"no audio files in folder (looked for {', '.join(sorted(AUDIO_SUFFIXES))})"
+            yield from ((p, None) for p in found)
+        elif path.exists():
+            yield path, None
+        else:
+            yield path, "no such file or folder"
+
+
+def window_starts(n: int, length: int) -> list[int]:
+    """Starts of windows of `length` over `n` samples, hop length // 2; the last one ends at `n`."""
+    if n <= length:
+        return [0]
+    hop = max(1, length // 2)
+    starts = list(range(0, n - length + 1, hop))
+    if starts[-1] + length < n:
+        starts.append(n - length)
+    return starts
+
+
+def read_windows(path: Path, cfg: AudioConfig,
+                 batch: int = 16) -> Iterator[tuple[float, list[float], torch.Tensor]]:
+    """Decode `path` into batches of windows: (the recording's length in seconds, the windows'
+    start times in seconds, (B, clip_samples) mono float32 at `cfg.sample_rate`).
+    Raises DataError naming the file."""
+    length, rate = cfg.clip_samples, cfg.sample_rate
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+    with f:
+        src_rate, frames = f.samplerate, f.frames
+        if frames <= 0:
+            raise DataError(f"{path}: audio file holds no samples")
+        n = int(math.ceil(frames * rate / src_rate))
+        starts = window_starts(n, length)
+        # Source frames per window, with a little margin so the resampled window is full.
+        src_len = int(math.ceil(length * src_rate / rate)) + 2
+        for i in range(0, len(starts), batch):
+            chunk, times = [], []
+            for start in starts[i:i + batch]:
+                src_start = int(math.floor(start * src_rate / rate))
+                try:
+                    f.seek(src_start)
+                    data = f.read(frames=min(src_len, frames - src_start), dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+                    raise DataError(f"{path}: cannot decode audio at {start / rate:.1f} s ({_reason(exc)})") from None
+                if data.size == 0:
+                    raise DataError(f"{path}: no samples could be read at {start / rate:.1f} s")
+                if not np.isfinite(data).all():
+                    raise DataError(f"{path}: audio holds NaN or infinite samples")
+                mono = data.mean(axis=1)
+                if src_rate != rate:
+                    mono = AF.resample(torch.from_numpy(mono), src_rate, rate).numpy()
+                if n > length:  # a full window: trim the margin
+                    mono = mono[:length]
+                chunk.append(fit_length(mono, length, length))
+                times.append(start / rate)
+            yield frames / src_rate, times, torch.from_numpy(np.stack(chunk))
+
+
+@torch.inference_mode()
+def predict_file(model: SceneClassifier, path: Path, cfg: AudioConfig, keep_windows: bool = False) -> FilePrediction:
+    """Mean window probabilities for one file, or a FilePrediction with `error` set."""
+    model.eval()
+    total, count, windows, seconds = None, 0, [], 0.0
+    try:
+        for seconds, times, waves in read_windows(path, cfg):
+            probs = torch.softmax(model(waves).float(), dim=1).numpy()
+            total = probs.sum(0) if total is None else total + probs.sum(0)
+            count += len(probs)
+            if keep_windows:
+                windows.extend(zip(times, probs))
+    except DataError as exc:
+        return FilePrediction(str(path), error=str(exc).removeprefix(f"{path}: "))
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        return FilePrediction(str(path), error=f"cannot decode audio ({_reason(exc)})")
+    return FilePrediction(str(path), total / count, float(seconds), windows)
+
+
+def predict_paths(model: SceneClassifier, paths: Iterable[Path], cfg: AudioConfig,
+                  keep_windows: bool = False) -> list[FilePrediction]:
+    return [FilePrediction(str(p), error=reason) if reason else predict_file(model, p, cfg, keep_windows)
+            for p, reason in find_audio(paths)]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+# -- output --------------------------------------------------------------------------------------
+def to_records(results: list[FilePrediction], classes: tuple[str, ...], k: int,
+               per_window: bool = False) -> list[dict]:
+    out = []
+    for r in results:
+        if r.error is not None:
+            out.append({"file": r.path, "error": r.error})
+            continue
+        rec = {"file": r.path, "seconds": round(r.seconds, 3), "windows": len(r.windows) or None,
+               "top": [{"label": c, "probability": p} for c, p in r.top(classes, k)]}
+        if per_window:
+            rec["per_window"] = [{"start": round(t, 3), "top": [{"label": c, "probability": p}
+                                                                for c, p in r.top(classes, k, probs)]}
+                                 for t, probs in r.windows]
+        else:
+            rec.pop("windows")
+        out.append(rec)
+    return out
+
+
+def format_results(results: list[FilePrediction], classes: tuple[str, ...], k: int, fmt: str,
+                   per_window: bool = False) -> str:
+    k = max(1, min(k, len(classes)))
+    records = to_records(results, classes, k, per_window)
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if fmt == "csv":
+        return _csv(records, k)
+    return _table(records, k)
+
+
+def _csv(records: list[dict], k: int) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "window_start", *[f"{n}_{i}" for i in range(1, k + 1) for n in ("label", "probability")],
+                "error"])
+    pad = ["", ""] * k
+    for rec in records:
+        if "error" in rec:
+            w.writerow([rec["file"], "", *pad, rec["error"]])
+            continue
+        rows = [("", rec["top"])] + [(f"{win['start']:.3f}", win["top"]) for win in rec.get("per_window", [])]
+        for start, top in rows:
+            cells = [x for t in top for x in (t["label"], f"{t['probability']:.4f}")]
+            w.writerow([rec["file"], start, *cells, *pad[len(cells):], ""])
+    return buf.getvalue().rstrip("\n")
+
+
+def _table(records: list[dict], k: int) -> str:
+    lines = []
+    for rec in records:
+        if "error" in rec:
+            lines.append(f"{rec['file']}  ERROR: {rec['error']}")
+            continue
+        top = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in rec["top"])
+        lines.append(f"{rec['file']}  ({rec['seconds']:.1f} s)  {top}")
+        for win in rec.get("per_window", []):
+            best = win["top"][0]
+            lines.append(f"    {win['start']:8.2f} s  {best['label']} {best['probability']:.3f}")
+    return "\n".join(lines)
