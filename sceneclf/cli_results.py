@@ -99,3 +99,38 @@ def predict(model, paths, top_k, fmt, per_window, tracking_uri) -> None:
         click.echo(f"{len(failed)} of {len(results)} file(s) could not be read", err=True)
         click.get_current_context().exit(1)
 
+
+@cli.command()
+@study_options
+@click.option("--model", default=None,
+              help="The retrained model to show: checkpoint file or MLflow model URI [default: the "
+                   "study's newest retrain-best run in MLflow].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file [default: ./report-<study>.html].")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, envvar="SCENECLF_CACHE",
+              help="Cache folder [env SCENECLF_CACHE; default ~/.cache/sceneclf].")
+def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
+    """Write one self-contained HTML report of a study (opens offline).
+
+    Settings, top trials, optimization history, parameter importances, parallel coordinates,
+    learning curves, accuracy against parameter count, and the retrained model's confusion matrix
+    and training curves.
+
+    Example: sceneclf report --study sceneclf --out report.html
+    """
+    from sceneclf.prepare import default_cache_dir
+    from sceneclf.retrain import load_study
+    from sceneclf.study_report import build_report
+    from sceneclf.tracking import default_tracking_uri
+    from sceneclf.stores import check_storage
+
+    storage = _storage(storage)
+    check_storage(storage)
+    loaded = load_study(storage, study)
+    page, figures = build_report(loaded, storage, tracking_uri or default_tracking_uri(), model,
+                                 cache_dir or default_cache_dir(), echo=click.echo)
+    out = (out or Path(f"report-{study}.html")).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    click.echo(f"report: {out} ({len(figures)} figures: {', '.join(figures)})")
+

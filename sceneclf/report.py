@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
+
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
@@ -64,3 +67,158 @@ def study_figures(study: optuna.Study, max_params: int | None = None) -> dict[st
 def figure_html(fig: go.Figure, offline: bool = False) -> str:
     """HTML of one figure: with plotly.js embedded when `offline`, else from the CDN."""
     return fig.to_html(include_plotlyjs=True if offline else "cdn", full_html=True)
+
+
+# -- the study report (one self-contained HTML page) ----------------------------------------------
+FIGURE_TITLES = {
+    "optimization_history": "Optimization history",
+    "param_importances": "Parameter importances",
+    "parallel_coordinate": "Parallel coordinates",
+    "learning_curves": "Learning curves (pruned trials marked ×)",
+    "accuracy_vs_params": "Accuracy against parameter count (budget line dashed)",
+    "slice": "Validation accuracy against each parameter",
+}
+
+
+def learning_curves(study: optuna.Study) -> go.Figure:
+    """Validation accuracy per epoch of every trial that reported one: complete trials solid,
+    pruned ones dashed and marked with a cross where they were stopped."""
+    fig = go.Figure()
+    shown: set[str] = set()
+    for t in study.trials:
+        if not t.intermediate_values:
+            continue
+        state = trial_state(t)
+        steps = sorted(t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        colour = STATE_COLOURS.get(state, "#9467bd")
+        pruned = state == "PRUNED"
+        fig.add_trace(go.Scatter(
+            x=steps, y=values, mode="lines+markers", name=state.lower(), legendgroup=state,
+            showlegend=state not in shown, line={"color": colour, "dash": "dash" if pruned else "solid"},
+            marker={"size": [4] * (len(steps) - 1) + [12 if pruned else 4],
+                    "symbol": ["circle"] * (len(steps) - 1) + ["x" if pruned else "circle"]},
+            text=[f"trial {t.number}"] * len(steps),
+            hovertemplate="%{text}<br>epoch %{x}<br>val accuracy %{y:.3f}<extra></extra>"))
+        shown.add(state)
+    fig.update_layout(title="Learning curves", xaxis_title="epoch", yaxis_title="validation accuracy")
+    return fig
+
+
+def training_curves(history: dict[str, list[tuple[int, float]]], title: str = "Training curves") -> go.Figure:
+    """Metric histories (step, value) by name; the learning rate, if present, on a log axis on
+    the right."""
+    fig = go.Figure()
+    for name, points in history.items():
+        if not points:
+            continue
+        steps, values = zip(*sorted(points))
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=name,
+                                 yaxis="y2" if name == "lr" else "y"))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="value",
+                      yaxis2={"title": "learning rate", "overlaying": "y", "side": "right", "type": "log"})
+    return fig
+
+
+def top_trials_rows(study: optuna.Study, n: int = 10) -> list[dict]:
+    """The rows of study.top_trials_table as dicts: best first (complete before pruned)."""
+    from sceneclf.search import FINISHED, trial_value
+
+    trials = [t for t in study.trials if t.state in FINISHED]
+    key = [(t, trial_value(t)) for t in trials]
+    key.sort(key=lambda tv: (trial_state(tv[0]) == "COMPLETE", -1.0 if tv[1] != tv[1] else tv[1]), reverse=True)
+    return [{"trial": t.number, "val_accuracy": v, "params": t.user_attrs.get("n_params"),
+             "macs": t.user_attrs.get("macs"), "widths": t.user_attrs.get("widths"),
+             "epochs": t.user_attrs.get("epochs_run", len(t.intermediate_values)),
+             "state": trial_state(t).lower(), **{f"p.{k}": v for k, v in t.params.items()}}
+            for t, v in key[:n]]
+
+
+def _cell(value) -> str:
+    import html
+
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return html.escape(",".join(map(str, value)))
+    return html.escape(str(value))
+
+
+def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    import html
+
+    if not rows:
+        return "<p class='note'>no finished trials yet</p>"
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c.removeprefix('p.'))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def facts_table(facts: dict) -> str:
+    import html
+
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
+    return f"<table class='facts'>{rows}</table>"
+
+
+@dataclass
+class ModelSection:
+    """What the report shows about a retrained model."""
+
+    source: str
+    facts: dict = field(default_factory=dict)
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;
+text-align:right}th{background:#f4f4f4}table.facts th{text-align:left}table.facts td{text-align:left}
+pre{background:#f8f8f8;padding:.8em;overflow:auto;font-size:.85em}.note{color:#777;font-style:italic}
+.figure{margin:1em 0}"""
+
+
+def study_report_html(study: optuna.Study, settings: dict, figures: dict[str, go.Figure],
+                      model: ModelSection | None = None, notes: list[str] | None = None) -> str:
+    """One self-contained page: plotly.js is embedded once, so it opens offline."""
+    import html
+
+    from plotly.offline import get_plotlyjs
+
+    def fig_div(name: str, fig: go.Figure) -> str:
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
+                          config={"responsive": True, "displaylogo": False})
+        return f"<div class='figure' data-figure='{html.escape(name)}'>{div}</div>"
+
+    space_text = settings.pop("space file", None)
+    parts = [f"<h1>Study {html.escape(study.study_name)}</h1>",
+             f"<p class='note'>sceneclf report, {datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
+             "<h2>Settings</h2>", facts_table(settings)]
+    if space_text:
+        parts.append(f"<details><summary>search space file</summary><pre>{html.escape(space_text)}</pre></details>")
+    parts += ["<h2>Top trials</h2>", html_table(top_trials_rows(study))]
+    for name, title in FIGURE_TITLES.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(fig_div(name, figures[name]) if name in figures else
+                     "<p class='note'>not enough finished trials to draw this yet</p>")
+    parts.append("<h2>Retrained model</h2>")
+    if model is None:
+        parts.append("<p class='note'>no retrained model found for this study "
+                     "(run <code>sceneclf retrain-best</code>, or pass <code>--model</code>)</p>")
+    else:
+        parts.append(facts_table({"model": model.source, **model.facts}))
+        parts += [fig_div(name, fig) for name, fig in model.figures.items()]
+        parts += [f"<p class='note'>{html.escape(n)}</p>" for n in model.notes]
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes or []]
+    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            f"<title>sceneclf study {html.escape(study.study_name)}</title><style>{_CSS}</style>"
+            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
+            f"<body>{''.join(parts)}</body></html>\n")
