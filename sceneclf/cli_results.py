@@ -134,3 +134,51 @@ def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
     out.write_text(page, encoding="utf-8")
     click.echo(f"report: {out} ({len(figures)} figures: {', '.join(figures)})")
 
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; anything but loopback exposes the UI (no login) to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--study", default="sceneclf", show_default=True, help="Study whose experiment to open.")
+def ui(host, port, tracking_uri, study) -> None:
+    """Start the MLflow UI on the store the other commands use; Ctrl-C stops it.
+
+    Example: sceneclf ui --port 5000 --study sceneclf
+    """
+    from sceneclf import ui as ui_mod
+    from sceneclf.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
+        url = ui_mod.experiment_url(uri, uri, study)
+        click.echo(f"MLflow UI: {url or uri}" + ("" if url else f"  (no experiment {study!r} yet)"))
+        return
+    if not ui_mod.is_loopback(host):
+        click.echo(f"warning: the MLflow UI has no login; listening on {host} exposes it to the network", err=True)
+    click.echo(f"starting the MLflow UI on {uri} ...")
+    code = ui_mod.run_ui(uri, host, port, study, echo=click.echo)
+    if code is None:
+        click.echo("MLflow UI stopped")
+    else:
+        click.echo(f"the MLflow UI exited by itself (code {code}); see its log above", err=True)
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.option("--storage", default=None, envvar="SCENECLF_STORAGE",
+              help="Optuna storage URL or journal file [env SCENECLF_STORAGE; default sqlite:///studies/sceneclf.db].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of the table.")
+def studies(storage, as_json) -> None:
+    """List the studies in a storage: trials by state, best value, when each last ran.
+
+    Example: sceneclf studies --storage sqlite:///studies/sceneclf.db
+    """
+    from sceneclf.ui import format_studies, list_studies
+
+    storage = _storage(storage)
+    rows = list_studies(storage)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        click.echo(format_studies(rows, storage))
