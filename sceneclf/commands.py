@@ -182,6 +182,8 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
         seed=req.seed + 1000 * req.worker_index, device=str(device))
     outcome = join_study(settings, lambda cfg: load_data(cfg, req.cache_dir, req.skip_bad, echo),
                          req.trials, req.timeout, echo, progress=req.progress, data=req.data)
+    if outcome.stopped_because:
+        echo(f"worker {req.worker_index} stopped: {outcome.stopped_because}")
     echo(f"worker {req.worker_index} done: study {req.study!r} has {len(outcome.study.trials)} trials")
     return outcome
 
@@ -211,7 +213,7 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
         echo(f"best: trial {outcome.best.number}, val_accuracy {outcome.best.value:.3f}")
         echo(f"best checkpoint: {outcome.best_checkpoint}")
     if settings.tracking_uri:
-        echo(f"MLflow: {mlflow_ui_command(settings.tracking_uri)}")
+        echo(f"MLflow: {mlflow_ui_command(settings.tracking_uri, outcome.experiment_id)}")
     return outcome
 
 

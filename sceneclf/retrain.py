@@ -12,7 +12,7 @@ import optuna
 import torch
 
 from sceneclf.audio import AudioConfig
-from sceneclf.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.checkpoint import Checkpoint
 from sceneclf.errors import ConfigError
 from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData

@@ -106,6 +106,7 @@ class SearchOutcome:
     parent_run_id: str | None
     stopped_because: str | None = None
     figures: dict = field(default_factory=dict)
+    experiment_id: str | None = None
 
 
 def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData, n_trials: int,
@@ -144,6 +145,7 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
             tracker.log_figures(parent, {k: figure_html(f, offline=True) for k, f in figures.items()})
             tracker.end_parent(parent, status)
     outcome.figures = figures
+    outcome.experiment_id = tracker.experiment_id if tracker else None
     return outcome
 
 
@@ -279,8 +281,11 @@ def _or(value: float, default: float) -> float:
     return default if math.isnan(value) else value
 
 
-def mlflow_ui_command(tracking_uri: str) -> str:
+def mlflow_ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
+    from sceneclf.tracking import experiment_url
+
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000   (or: sceneclf ui)"
+        return f"open {experiment_url(tracking_uri, experiment_id or '0')}"
+    return (f"sceneclf ui --tracking-uri {tracking_uri}   (or: mlflow ui --backend-store-uri "
+            f"{tracking_uri}, then open {experiment_url('http://127.0.0.1:5000', experiment_id or '0')})")
 

@@ -24,6 +24,11 @@ def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 
+def experiment_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI (model-training view, not GenAI traces)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def _local_artifact_root(uri: str) -> str | None:
     """Artifacts beside a local SQLite store (mlruns/artifacts); a server decides its own."""
     if uri.startswith("sqlite:///"):

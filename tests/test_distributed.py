@@ -4,12 +4,9 @@
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -19,15 +16,10 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sceneclf.cli import cli
+from servers import free_port, mlflow_server
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def as_postgres(args: list[str], **kw):
@@ -59,36 +51,15 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on loopback with a SQLite backend and served artifacts; stopped afterwards."""
+def tracking_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination",
-         (root / "artifacts").as_uri(), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=open(root / "log", "w"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    with mlflow_server(f"sqlite:///{root}/mlflow.db", root, artifacts=root / "artifacts") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
-def test_two_workers_share_a_postgres_study(postgres, mlflow_server, tiny_data, tmp_path, monkeypatch):
+def test_two_workers_share_a_postgres_study(postgres, tracking_server, tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    common = ["--study", "shared", "--storage", postgres, "--tracking-uri", mlflow_server]
+    common = ["--study", "shared", "--storage", postgres, "--tracking-uri", tracking_server]
     res = CliRunner().invoke(cli, ["search", *common, "--data", str(tiny_data), "--trials", "1",
                                    "--epochs", "1", "--no-progress", "--device", "cpu"],
                              catch_exceptions=False)
@@ -109,7 +80,7 @@ def test_two_workers_share_a_postgres_study(postgres, mlflow_server, tiny_data, 
     assert sorted(numbers) == list(range(len(numbers)))
     workers_seen = {t.user_attrs.get("worker") for t in study.trials}
     assert len(workers_seen) >= 2  # both processes ran trials
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(tracking_server)
     exp = client.get_experiment_by_name("shared")
     runs = client.search_runs([exp.experiment_id], "tags.`sceneclf.role` = 'trial'", max_results=1000)
     assert sorted(int(r.data.tags["sceneclf.trial"]) for r in runs) == numbers

@@ -1,0 +1,47 @@
+"""The MLflow UI, in a real browser, on a real search's store: the experiment opens on its runs
+table (model-training view) and the trial runs compare side by side. Skipped only where
+Chromium is missing (CI installs Debian's chromium)."""
+
+import json
+import urllib.parse
+
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from sceneclf.cli import cli
+from sceneclf.tracking import experiment_url
+from servers import CHROMIUM, dump_dom, mlflow_server
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    tracking = f"sqlite:///{root}/mlruns/mlflow.db"
+    res = CliRunner().invoke(cli, ["search", "--data", str(tiny_data), "--study", "uistudy",
+                                   "--storage", f"sqlite:///{root}/s.db", "--tracking-uri", tracking,
+                                   "--trials", "3", "--epochs", "1", "--no-progress", "--device", "cpu"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return root, tracking
+
+
+def test_experiment_opens_on_runs_table_and_trials_compare(searched):
+    root, tracking = searched
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("uistudy")
+    trials = client.search_runs([exp.experiment_id], "tags.`sceneclf.role` = 'trial'")
+    with mlflow_server(tracking, root) as url:
+        page = dump_dom(experiment_url(url, exp.experiment_id))
+        assert "study-uistudy" in page and "matching runs" in page  # the runs table, parent run listed
+        ids = [r.info.run_id for r in trials]
+        compare = (f"{url}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
+                   f"&experiments={urllib.parse.quote(json.dumps([exp.experiment_id]))}")
+        page = dump_dom(compare)
+    assert f"Comparing {len(ids)} Runs" in page
+    for r in trials:
+        assert r.info.run_name in page
+    for param in ("lr", "widths", "noise", "batch_size"):
+        assert f">{param}<" in page
