@@ -151,7 +151,7 @@ def ui(host, port, tracking_uri, study) -> None:
 
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
-        url = ui_mod.experiment_url(uri, uri, study)
+        url = ui_mod.study_experiment_url(uri, uri, study)
         click.echo(f"MLflow UI: {url or uri}" + ("" if url else f"  (no experiment {study!r} yet)"))
         return
     if not ui_mod.is_loopback(host):

@@ -41,11 +41,11 @@ def check_port_free(host: str, port: int) -> None:
                               "choose another --port") from None
 
 
-def experiment_url(base: str, tracking_uri: str, experiment: str) -> str | None:
-    """The experiment's runs table in the UI (model-training view, not GenAI traces):
-    `<base>/#/experiments/<id>/runs?workflowType=machine_learning`; None if there is no such
+def study_experiment_url(base: str, tracking_uri: str, experiment: str) -> str | None:
+    """The URL of `experiment`'s runs table in the UI at `base`; None if there is no such
     experiment."""
     from sceneclf.stores import mlflow_client
+    from sceneclf.tracking import experiment_url
 
     try:
         found = mlflow_client(tracking_uri).get_experiment_by_name(experiment)
@@ -54,7 +54,7 @@ def experiment_url(base: str, tracking_uri: str, experiment: str) -> str | None:
         raise ConfigError(f"--tracking-uri {tracking_uri}: MLflow store not usable ({reason})") from None
     if found is None:
         return None
-    return f"{base.rstrip('/')}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+    return experiment_url(base, found.experiment_id)
 
 
 @dataclass
@@ -136,7 +136,7 @@ def run_ui(tracking_uri: str, host: str, port: int, study: str, echo=print) -> i
     server = None
     try:
         server = start_ui(tracking_uri, host, port)
-        url = experiment_url(server.url, tracking_uri, study)
+        url = study_experiment_url(server.url, tracking_uri, study)
         wait_ready(server)
         echo(f"MLflow UI: {url or server.url}" + ("" if url else f"  (no experiment {study!r} yet)"))
         echo(f"server log: {server.log}; press Ctrl-C to stop")
