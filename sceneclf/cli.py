@@ -168,7 +168,9 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
         cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
         max_params=max_params, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
         progress=not no_progress, mlflow=not no_mlflow, jobs=jobs)
-    commands.search_command(req, echo=click.echo)
+    outcome = commands.search_command(req, echo=click.echo)
+    if outcome.stopped_because:  # every recent trial failed: said why; scripts must notice
+        click.get_current_context().exit(1)
 
 
 @cli.command()
@@ -200,7 +202,9 @@ def worker(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir
         data=commands.data_config(data, layout, fold) if data is not None else None,
         cache_dir=cache_dir, skip_bad=skip_bad, trials=trials, timeout=timeout, threads=threads,
         seed=seed, device=device, progress=not no_progress, mlflow=not no_mlflow, worker_index=worker_index)
-    commands.worker_command_run(req, echo=click.echo)
+    outcome = commands.worker_command_run(req, echo=click.echo)
+    if outcome.stopped_because:
+        click.get_current_context().exit(1)
 
 
 @cli.command("retrain-best")

@@ -108,6 +108,21 @@ class Objective:
     epochs: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as exc:  # a crash, out of memory, disk full, Ctrl-C: say why, close the run
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {text}"
+            try:
+                trial.set_user_attr("reason", reason[:500])
+                self._end_run(trial.user_attrs.get("mlflow_run_id"), "FAIL", reason)
+            except Exception:
+                pass  # the store itself is failing: Optuna still marks the trial failed
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         cfgs = sample(trial, self.space, len(self.data.classes), seed=self.seed + trial.number)
         if self.epochs is not None:
             cfgs = TrialConfigs(cfgs.features, cfgs.model,
@@ -150,12 +165,6 @@ class Objective:
             trial.set_user_attr("reason", str(exc))
             self._end_run(run_id, "PRUNED", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
-        except BaseException as exc:  # a crash, out of memory, Ctrl-C: close the run, re-raise
-            state = "FAIL"
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("reason", reason[:500])
-            self._end_run(run_id, state, reason)
-            raise
         value = result.best_val_accuracy
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", result.epochs_run)
