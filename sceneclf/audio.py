@@ -21,6 +21,9 @@ import torchaudio.functional as AF
 from sceneclf.errors import ConfigError, DataError
 
 
+MAX_SAMPLE = 1e6  # float files may exceed 1.0 (even hold raw integer values), but not by this much
+
+
 @dataclass(frozen=True)
 class AudioConfig:
     """How every file is turned into a waveform."""
@@ -69,6 +72,9 @@ def read_audio(path: Path, cfg: AudioConfig) -> np.ndarray:
         raise DataError(f"{path}: audio file holds no samples")
     if not np.isfinite(data).all():
         raise DataError(f"{path}: audio holds NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_SAMPLE:  # a spectrogram of it would overflow to infinity
+        raise DataError(f"{path}: sample values up to {peak:.3g}, far outside -1..1")
     mono = data.mean(axis=1)
     if rate != cfg.sample_rate:
         mono = AF.resample(torch.from_numpy(mono), rate, cfg.sample_rate).numpy()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sceneclf.audio import AudioConfig
 from sceneclf.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.errors import ConfigError
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig, count_params, summarize
-from sceneclf.prepare import DataConfig, PreparedData, default_cache_dir, prepare
+from sceneclf.prepare import DataConfig, PreparedData, check_trainable, default_cache_dir, prepare
 from sceneclf.space import load_space
 from sceneclf.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
 from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
@@ -33,7 +35,19 @@ def load_data(cfg: DataConfig, cache_dir: Path | None, skip_bad: bool, echo: Ech
          f"{len(prepared.classes)} classes, {sizes}")
     if prepared.skipped:
         echo(f"warning: skipped {len(prepared.skipped)} unreadable file(s); first: {prepared.skipped[0]}")
+    check_trainable(prepared)
     return prepared
+
+
+def check_writable(path: Path, option: str = "--out") -> None:
+    """Refuse an output file that cannot be written before any work is done."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class TrainRequest:
 
 def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
     device = pick_device(req.device)
+    check_writable(req.out)
     features = FeatureConfig(noise=req.noise)
     train_cfg = TrainConfig(lr=req.lr, weight_decay=req.weight_decay, batch_size=req.batch_size,
                             epochs=req.epochs, seed=req.seed)
@@ -237,6 +252,7 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     from sceneclf.search import DEFAULT_STORAGE
     from sceneclf.tracking import default_tracking_uri
 
+    check_writable(req.out)
     storage = req.storage or DEFAULT_STORAGE
     study = retrain.load_study(storage, req.study)
     data_cfg = req.data or retrain.stored_data_config(study)

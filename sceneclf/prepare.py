@@ -18,7 +18,7 @@ import torch
 
 from sceneclf.audio import AudioConfig, WaveformCache, atomic_save, file_key, load_cached
 from sceneclf.datasets import Manifest, load_manifest
-from sceneclf.errors import DataError
+from sceneclf.errors import ConfigError, DataError
 from sceneclf.features import FeatureConfig, FrontEnd
 from sceneclf.synth import SynthConfig, default_dataset
 from sceneclf.train import MelSet
@@ -72,6 +72,11 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
     A file that cannot be decoded raises DataError naming it, unless `skip_bad`: then it is
     dropped and listed in `skipped`.
     """
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--cache-dir {cache_dir}: cannot use it as the cache folder "
+                          f"({exc.strerror or exc})") from None
     root = resolve_data(cfg, cache_dir)
     manifest = load_manifest(root, layout=cfg.layout, fold=cfg.fold, val_fraction=cfg.val_fraction,
                              test_fraction=cfg.test_fraction, seed=cfg.split_seed)
@@ -103,6 +108,23 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
         raise DataError(f"{root}: no usable training clips")
     return PreparedData(manifest, splits, features.frames(audio.clip_samples), skipped,
                         digest.hexdigest()[:16])
+
+
+def check_trainable(data: PreparedData) -> None:
+    """Training needs at least two classes, each with training clips left (after skipping
+    unreadable files), and a validation split to choose the best epoch on."""
+    root, classes = data.manifest.root, data.classes
+    if len(classes) < 2:
+        raise DataError(f"{root}: only {len(classes)} class ({', '.join(map(repr, classes))}); "
+                        "a classifier needs at least 2")
+    counts = torch.bincount(data.splits["train"].labels, minlength=len(classes)).tolist()
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        why = " (its files were skipped as unreadable)" if data.skipped else ""
+        raise DataError(f"{root}: class {empty[0]!r} has no usable training clips{why}")
+    if len(data.splits["val"]) == 0:
+        raise DataError(f"{root}: the validation split is empty (a class needs clips from at least 2 "
+                        "recording groups, or give a split column)")
 
 
 def _cached_mel(path: Path, waves: WaveformCache, frontend: FrontEnd, settings: tuple,

@@ -41,8 +41,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
+        try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url))  # replays the file: garbage fails here
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--storage {url}: cannot open the journal file ({reason})") from None
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

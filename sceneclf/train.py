@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sceneclf.errors import ConfigError
+from sceneclf.errors import ConfigError, SceneclfError
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig, SceneClassifier, build
 
@@ -43,8 +43,9 @@ class TrainConfig:
             raise ConfigError(f"epochs {self.epochs} must be >= 1")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class NonFiniteLossError(RuntimeError, SceneclfError):
+    """The training loss became NaN or infinite (the search prunes the trial; `train` says so in
+    one line)."""
 
 
 @dataclass
