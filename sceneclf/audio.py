@@ -94,13 +94,16 @@ def fit_length(wave: np.ndarray, min_samples: int, max_samples: int) -> np.ndarr
 
 
 def crop(wave: torch.Tensor, length: int, offset: int | None = None) -> torch.Tensor:
-    """Crop the last axis to `length` at `offset` (centre when None); pads when shorter."""
+    """Crop the last axis to `length` at `offset` (centre when None); pads (centred) when shorter.
+    The result always has `length` samples; an offset outside 0..n-length raises ValueError."""
     n = wave.shape[-1]
     if n < length:
         left = (length - n) // 2
         return torch.nn.functional.pad(wave, (left, length - n - left))
     if offset is None:
         offset = (n - length) // 2
+    if not 0 <= offset <= n - length:
+        raise ValueError(f"offset {offset} outside 0..{n - length} for {length} of {n} samples")
     return wave[..., offset:offset + length]
 
 
