@@ -72,6 +72,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         audio = AudioConfig(**payload["audio"])
         features = FeatureConfig(**payload["features"])
         model_cfg = ModelConfig(**payload["model"])
+        if not isinstance(payload["classes"], (list, tuple)):
+            raise TypeError(f"class names must be a list, not {type(payload['classes']).__name__}")
         classes = tuple(str(c) for c in payload["classes"])
     except (KeyError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{path}: checkpoint configs are invalid ({exc})") from None
@@ -80,8 +82,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
     model = SceneClassifier(features, model_cfg)
     try:
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: weights do not fit the configs ({str(exc).splitlines()[0]})") from None
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ConfigError(f"{path}: NaN or infinite weights ({bad[0]})")
     model.eval()
     return Checkpoint(model, audio, features, model_cfg, classes,
                       payload.get("train", {}), payload.get("metrics", {}))
