@@ -8,10 +8,10 @@ hangs on a `Tracker` passed in; checkpoints are written atomically before they a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -189,31 +189,65 @@ class Objective:
             self.tracker.end_trial(run_id, state, reason)
 
     def _finish(self, trial: optuna.Trial, run_id: str | None, cfgs: TrialConfigs, model, result) -> None:
-        """Checkpoint the trial, log it, and make it the study's best if it is."""
+        """Checkpoint the trial (kept aside until Optuna has recorded it: see `promote`), log it."""
         metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
         ckpt = Checkpoint(model, AudioConfig(), cfgs.features, cfgs.model, self.data.classes,
                           train=asdict(cfgs.train), metrics=metrics)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.checkpoint_dir) as tmp:
-            path = save_checkpoint(Path(tmp) / f"trial-{trial.number:04d}.pt", ckpt)
-            if self.tracker and run_id:
-                self.tracker.log_metrics(run_id, {f"final_{k}": v for k, v in metrics.items()},
-                                         step=result.epochs_run)
-                self.tracker.log_checkpoint(run_id, path)
-            previous = best_feasible(trial.study)
-            if previous is None or result.best_val_accuracy > previous.value:
-                os.replace(path, self.best_path)
-                trial.set_user_attr("best_checkpoint", str(self.best_path))
-                if self.tracker and run_id:
-                    self.tracker.set_best(self.parent_run_id, trial.number, run_id, self.best_path,
-                                          cfgs.flat(), {"val_accuracy": result.best_val_accuracy})
+        path = save_checkpoint(pending_path(self.checkpoint_dir, trial.number), ckpt)
+        trial.set_user_attr("config", cfgs.flat())
         if self.tracker and run_id:
+            self.tracker.log_metrics(run_id, {f"final_{k}": v for k, v in metrics.items()},
+                                     step=result.epochs_run)
+            self.tracker.log_checkpoint(run_id, path)
             self.tracker.end_trial(run_id, "COMPLETE")
+
+    def promote(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Study callback, once Optuna has recorded the trial: its checkpoint becomes the
+        study's best if the trial is the best, else it is dropped."""
+        promote_pending(study, self.checkpoint_dir, self.tracker, self.parent_run_id, [trial.number])
 
     @property
     def best_path(self) -> Path:
         return self.checkpoint_dir / "best.pt"
+
+
+def pending_path(checkpoint_dir: Path, number: int) -> Path:
+    return checkpoint_dir / f"trial-{number:04d}.pt"
+
+
+def promote_pending(study: optuna.Study, checkpoint_dir: Path, tracker: Any, parent_run_id: str | None,
+                    numbers: list[int] | None = None) -> None:
+    """Settle trial checkpoints left aside (`numbers`, or all found): the best trial's becomes
+    best.pt (and the MLflow study run's best, logged first), a finished trial's other ones are
+    deleted, running trials' are left alone. So best.pt only ever holds the best recorded trial,
+    and a kill at any moment leaves what a restart settles (it calls this with no numbers)."""
+    if numbers is None:
+        numbers = sorted(int(p.stem[6:]) for p in checkpoint_dir.glob("trial-*.pt") if p.stem[6:].isdigit())
+    best, trials = best_feasible(study), study.get_trials(deepcopy=False)
+    for number in numbers:
+        path = pending_path(checkpoint_dir, number)
+        if not path.exists():
+            continue
+        t = trials[number] if number < len(trials) else None
+        if t is None or t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue  # another worker's trial, not recorded yet
+        if best is None or best.number != number:
+            path.unlink(missing_ok=True)
+            continue
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if tracker and parent_run_id and run_id:
+            try:
+                tracker.set_best(parent_run_id, number, run_id, path, t.user_attrs.get("config", t.params),
+                                 {"val_accuracy": t.value})
+            except Exception as exc:  # the store is failing: best.pt on disk is still right
+                logging.getLogger("sceneclf").warning("trial %d: best checkpoint not logged to MLflow (%s)",
+                                                      number, str(exc).strip().splitlines()[0][:200]
+                                                      if str(exc).strip() else type(exc).__name__)
+        try:
+            os.replace(path, checkpoint_dir / "best.pt")
+        except FileNotFoundError:
+            pass  # promoted by another worker meanwhile
 
 
 def recover_dead_trials(study: optuna.Study, tracker: Any) -> list[int]:

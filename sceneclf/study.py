@@ -24,7 +24,8 @@ from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
 from sceneclf.search import (FINISHED, Objective, best_feasible, count_finished, make_pruner,
-                             make_sampler, open_storage, recover_dead_trials, trial_value)
+                             make_sampler, open_storage, promote_pending, recover_dead_trials,
+                             trial_value)
 from sceneclf.space import SearchSpace, parse_space
 
 Echo = Callable[[str], None]
@@ -156,8 +157,10 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
     objective = Objective(data, space, space.budget, settings.study, tracker, parent,
                           settings.checkpoint_dir / settings.study, seed=settings.seed,
                           device=settings.device, epochs=study.user_attrs["sceneclf"]["epochs"])
+    # Trial checkpoints a killed process left aside: the best one becomes best.pt, others go.
+    promote_pending(study, objective.checkpoint_dir, tracker, parent)
     stop = Stop(target)
-    callbacks = [stop]
+    callbacks = [objective.promote, stop]
     bar = _progress_bar(study, target) if progress else None
     if bar is not None:
         callbacks.append(bar.callback)

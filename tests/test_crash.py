@@ -4,24 +4,26 @@ One study is killed four times in a row, each time at a different moment, and th
 is run again after each kill:
 
 1. while the waveform/mel cache is written (fresh cache folder; a cache file half written),
-2. in the middle of an epoch (after the study's first trial has finished),
-3. while a trial's checkpoint is written (the file half written),
-4. while MLflow stores an artifact (the trial's checkpoint half copied into the artifact store).
+2. while MLflow stores the study's new best checkpoint (half copied into the artifact store),
+   just after the first trial was recorded,
+3. in the middle of an epoch of the next trial,
+4. while that trial's retry writes its checkpoint (the file half written).
 
 The moment is made exact by a `sitecustomize` hook on the child's PYTHONPATH: at the chosen
 call it writes the first half of the file, drops a marker file and sleeps; the test sees the
 marker and kills the process with SIGKILL. The command itself is the ordinary
 `python -m sceneclf search ...`.
 
-After each kill and restart: every trial that had finished is still there with its value; the
-killed trial is FAIL (reason "worker died") and its parameters are queued and run again; its
-MLflow run is closed as FAILED; the best checkpoint on disk and in MLflow loads; the storage opens;
-no cache entry is corrupt.
+After each kill and restart: every trial that had finished is still there with its value; a trial
+killed while running is FAIL (reason "worker died") and its parameters are queued and run again;
+its MLflow run is closed as FAILED; the best checkpoint on disk and the one MLflow points at load
+and belong to the study's best trial; the storage opens; no cache entry is corrupt.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +37,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sceneclf.checkpoint import load_checkpoint
+
+from mlflow_store import mlflow_template  # noqa: F401
 
 HOOK = r'''
 import os, time
@@ -104,7 +108,7 @@ if _spec:
         _real_log = MlflowClient.log_artifact
 
         def _log_artifact(self, run_id, local_path, artifact_path=None):
-            if str(local_path).endswith(".pt") and _due():
+            if str(artifact_path or "").startswith("best/") and _due():
                 root = Path(unquote(urlparse(self.get_run(run_id).info.artifact_uri).path))
                 dest = root / (artifact_path or "") / Path(local_path).name
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +146,9 @@ TIMEOUT = 150  # seconds for one process, on a busy machine
 
 
 @pytest.fixture
-def crash_env(tmp_path, tiny_data):
+def crash_env(tmp_path, tiny_data, mlflow_template):
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")  # migrated: saves seconds
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOOK)
@@ -246,29 +252,30 @@ def test_sigkill_at_four_moments_then_resume(crash_env):
     assert list((ctx["dir"] / "cache").rglob("*.tmp")), "the hook should have left a half-written temporary"
     assert not (ctx["dir"] / "studies" / "crash.db").exists() or not load(ctx).trials
 
-    # 2. Run again; killed in the middle of the third epoch, i.e. during trial 1.
-    run(ctx, "epoch:3")
+    # 2. Run again; killed while MLflow stores trial 0's checkpoint as the study's best, after
+    #    Optuna recorded trial 0.
+    run(ctx, "mlflow:1")
     check_cache(ctx)
     study = load(ctx)
     done = finished_values(study)
-    assert list(done) == [0] and running(study) == [1]
+    assert list(done) == [0] and not running(study)
+    aside = ctx["dir"] / "studies" / "checkpoints" / "crash"
+    assert (aside / "trial-0000.pt").is_file() and not (aside / "best.pt").exists()
+
+    # 3. Run again: trial 0's checkpoint becomes the best (disk and MLflow); killed in the middle
+    #    of trial 1's first epoch.
+    run(ctx, "epoch:1")
+    study = load(ctx)
+    assert finished_values(study) == done and running(study) == [1]
     check_best(ctx, study)
 
-    # 3. Run again: trial 1 is failed and queued again; killed while that retry's checkpoint is written.
+    # 4. Run again: trial 1 is failed and queued again; killed while the retry's checkpoint is written.
     run(ctx, "checkpoint:1")
     study = load(ctx)
     assert finished_values(study) == done
     retry = check_recovered(ctx, study, 1)
     assert running(study) == [retry]
-    assert list((ctx["dir"] / "studies" / "checkpoints" / "crash").rglob("*.tmp"))  # half written, aside
-    check_best(ctx, study)
-
-    # 4. Run again; killed while MLflow stores the retry's checkpoint artifact.
-    run(ctx, "mlflow:1")
-    study = load(ctx)
-    assert finished_values(study) == done
-    retry = check_recovered(ctx, study, retry)
-    assert running(study) == [retry]
+    assert list((ctx["dir"] / "studies" / "checkpoints" / "crash").glob(".*.tmp"))  # half written, aside
     check_best(ctx, study)
 
     # 5. Run again, to the end.
@@ -288,3 +295,33 @@ def test_sigkill_at_four_moments_then_resume(crash_env):
     assert len([r for r in runs if r.data.tags.get("sceneclf.role") == "trial"]) == len(study.trials)
     check_best(ctx, study)
     check_cache(ctx)
+    assert not list((ctx["dir"] / "studies" / "checkpoints" / "crash").glob("trial-*.pt"))  # all settled
+
+
+def test_restart_settles_checkpoints_left_aside(tmp_path):
+    """What `promote_pending` does with the trial checkpoints a killed process left: the best
+    recorded trial's becomes best.pt, a finished trial's others are deleted, a running trial's
+    (another worker's) is left alone."""
+    from sceneclf.audio import AudioConfig
+    from sceneclf.checkpoint import Checkpoint, save_checkpoint
+    from sceneclf.features import FeatureConfig
+    from sceneclf.model import ModelConfig, SceneClassifier
+    from sceneclf.search import pending_path, promote_pending
+
+    def tiny() -> Checkpoint:
+        cfg = ModelConfig(n_classes=2, widths=(4,))
+        return Checkpoint(SceneClassifier(FeatureConfig(), cfg), AudioConfig(), FeatureConfig(), cfg, ("a", "b"))
+
+    study = optuna.create_study(direction="maximize")
+    values = [0.2, 0.5, None, 0.3]  # trial 2 failed
+    for v in values:
+        t = study.ask()
+        study.tell(t, v, state=TrialState.FAIL if v is None else TrialState.COMPLETE)
+    study.ask()  # trial 4: running elsewhere
+    for n in range(5):
+        ckpt = tiny()
+        ckpt.metrics["val_accuracy"] = values[n] if n < 4 and values[n] is not None else 0.0
+        save_checkpoint(pending_path(tmp_path, n), ckpt)
+    promote_pending(study, tmp_path, None, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "trial-0004.pt"]
+    assert load_checkpoint(tmp_path / "best.pt").metrics["val_accuracy"] == pytest.approx(0.5)
