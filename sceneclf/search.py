@@ -270,11 +270,18 @@ def recover_dead_trials(study: optuna.Study, tracker: Any) -> list[int]:
         if tracker and t.user_attrs.get("mlflow_run_id"):
             tracker.close_if_running(t.user_attrs["mlflow_run_id"], "FAIL", "worker died")
         recovered.append(t.number)
-    if tracker:  # runs of trials failed by the heartbeat while no process watched them
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if t.user_attrs.get("mlflow_run_id"):
-                tracker.close_if_running(t.user_attrs["mlflow_run_id"], "FAIL", "worker died")
+    close_failed_runs(study, tracker)
     return recovered
+
+
+def close_failed_runs(study: optuna.Study, tracker: Any) -> None:
+    """Close the MLflow runs of failed trials still marked running: trials failed by the
+    heartbeat check (their machine or process died) rather than by their own process."""
+    if not tracker:
+        return
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("mlflow_run_id"):
+            tracker.close_if_running(t.user_attrs["mlflow_run_id"], "FAIL", "worker died")
 
 
 def _alive(pid: int) -> bool:

@@ -23,8 +23,8 @@ from sceneclf.errors import ConfigError
 from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
-from sceneclf.search import (FINISHED, Objective, best_feasible, count_finished, make_pruner,
-                             make_sampler, open_storage, promote_pending, recover_dead_trials,
+from sceneclf.search import (FINISHED, Objective, best_feasible, close_failed_runs, count_finished,
+                             make_pruner, make_sampler, open_storage, promote_pending, recover_dead_trials,
                              trial_value)
 from sceneclf.space import SearchSpace, parse_space
 
@@ -141,6 +141,7 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
         raise
     finally:
         _reap(workers, interrupt=status == "KILLED")
+        close_failed_runs(study, tracker)  # trials the heartbeat check failed during this search
         figures = study_figures(study, space.budget.max_params)
         if tracker and parent:
             tracker.log_figures(parent, {k: figure_html(f, offline=True) for k, f in figures.items()})

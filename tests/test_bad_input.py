@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
 
-from mlflow_store import mlflow_template, tracking_uri  # noqa: F401
+from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 
 RATE = 16000
 SPLITS = ("train", "val", "test")

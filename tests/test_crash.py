@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -38,7 +37,7 @@ from optuna.trial import TrialState
 
 from sceneclf.checkpoint import load_checkpoint
 
-from mlflow_store import mlflow_template  # noqa: F401
+from mlflow_store import mlflow_template  # noqa: F401  (fixture)
 
 HOOK = r'''
 import os, time
@@ -325,3 +324,46 @@ def test_restart_settles_checkpoints_left_aside(tmp_path):
     promote_pending(study, tmp_path, None, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "trial-0004.pt"]
     assert load_checkpoint(tmp_path / "best.pt").metrics["val_accuracy"] == pytest.approx(0.5)
+
+
+def test_trial_of_a_dead_machine_is_failed_by_its_heartbeat_and_retried(tmp_path, tiny_data, monkeypatch,
+                                                                         mlflow_template):
+    """A trial left RUNNING by another machine (so no local process check can tell) stops
+    sending heartbeats: the next search fails it after the grace period, runs its parameters
+    again, and closes its MLflow run."""
+    from click.testing import CliRunner
+
+    import sceneclf.search as search_mod
+    from sceneclf.cli import cli
+    from sceneclf.space import load_space, sample
+    from sceneclf.tracking import Tracker
+
+    monkeypatch.setattr(search_mod, "HEARTBEAT_SECONDS", 1)  # grace period 3 s
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
+    (tmp_path / "space.toml").write_text(SPACE)
+    storage, tracking = f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    args = ["search", "--data", str(tiny_data), "--study", "hb", "--storage", storage, "--tracking-uri",
+            tracking, "--space", "space.toml", "--epochs", "1", "--trials", "1", "--no-progress",
+            "--device", "cpu"]
+    assert CliRunner().invoke(cli, args, catch_exceptions=False).exit_code == 0
+
+    study = optuna.load_study(study_name="hb", storage=search_mod.open_storage(storage))
+    trial = study.ask()
+    sample(trial, load_space("space.toml"), 15)
+    trial.set_user_attr("worker", "another-machine:4242")
+    tracker = Tracker(tracking, "hb")
+    run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "hb", trial.number, {}, {})
+    trial.set_user_attr("mlflow_run_id", run_id)
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(4)  # the other machine is gone: no heartbeat for longer than the grace period
+
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="hb", storage=storage)
+    stale = study.trials[trial.number]
+    assert stale.state == TrialState.FAIL
+    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert retry.params == stale.params and retry.state == TrialState.COMPLETE
+    assert tracker.client.get_run(run_id).info.status == "FAILED"

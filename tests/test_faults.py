@@ -14,7 +14,7 @@ import sceneclf.search as search_mod
 from sceneclf.cli import cli
 from sceneclf.model import SceneCNN
 
-from mlflow_store import mlflow_template, tracking_uri  # noqa: F401
+from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 
 SPACE = """
 [train]

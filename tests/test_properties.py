@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import random
 import tempfile
 import unicodedata
 from collections import Counter, defaultdict
@@ -223,7 +222,7 @@ def test_group_split_gives_each_split_its_share(pairs, seed, test, val):
     for g, labs in members.items():
         counts = Counter(labs)
         owned[min(counts, key=lambda lab: (-counts[lab], lab))].append(g)
-    for label, gs in owned.items():
+    for gs in owned.values():
         total = sum(size[g] for g in gs)
         got = {s: sum(size[g] for g in gs if split_of[g] == s) for s in ("train", "val", "test")}
         train_groups = [g for g in gs if split_of[g] == "train"]
