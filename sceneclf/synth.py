@@ -45,7 +45,7 @@ SCENE_CLASSES: tuple[str, ...] = (
     "beach", "bus", "cafe/restaurant", "car", "city_center", "forest_path", "grocery_store",
     "home", "library", "metro_station", "office", "park", "residential_area", "train", "tram",
 )  # fmt: skip
-SYNTH_VERSION = 1  # bump when the recipes change: it invalidates cached data sets
+SYNTH_VERSION = 2  # bump when the recipes change: it invalidates cached data sets
 DONE = "DONE"
 # Prefixes of location ids, one per class in SCENE_CLASSES order.
 _LOC_PREFIX = ("be", "bu", "ca", "cr", "ci", "fo", "gr", "ho", "li", "me", "of", "pa", "re", "tr", "tm")
@@ -109,6 +109,9 @@ _RECIPES: dict[str, dict] = {
 _DEFAULT_LEVEL = (-30.0, -18.0)
 # Every location's device and room colour the background, whatever the class: (centre Hz, gain dB).
 _EQ = (((80, 6000), (-4, 4)),) * 2
+# Difficulty: a location's parameters span this fraction of the class's range, around its centre
+# (measured: 0.4 gives a 25K-parameter CNN about 93 % test accuracy, 1.0 about 65 %).
+_LOCATION_SPREAD = 0.4
 _CLIP_SPREAD = 0.06  # a clip's parameters: the location's, plus this fraction of the range (1 sd)
 
 
@@ -408,12 +411,14 @@ _EVENTS = dict(bird=(_bird, -4), steps=(_steps, 10), door=(_door, 6), typing=(_t
 
 
 def _draw(spec, loc_rng, clip_rng):
-    """Sample a recipe: every (lo, hi) pair becomes the location's value plus a clip's jitter."""
+    """Sample a recipe: every (lo, hi) pair becomes the location's value (near the middle of the
+    range) plus a clip's jitter."""
     if isinstance(spec, dict):
         return {k: _draw(v, loc_rng, clip_rng) for k, v in spec.items()}
     if len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec):
         lo, hi = spec
-        v = loc_rng.uniform(lo, hi) + _CLIP_SPREAD * (hi - lo) * clip_rng.standard_normal()
+        v = (lo + hi) / 2 + _LOCATION_SPREAD * (hi - lo) * (loc_rng.uniform() - 0.5)
+        v += _CLIP_SPREAD * (hi - lo) * clip_rng.standard_normal()
         return float(np.clip(v, lo, hi))
     return tuple(_draw(v, loc_rng, clip_rng) for v in spec)
 
