@@ -1,0 +1,334 @@
+"""What every benchmark shares: the run context, the machine, timing, searches run as
+subprocesses, peak memory of a process tree, and the report pieces written to RESULTS.md.
+
+Every figure is a pair or a ratio measured side by side in one run: the machine is shared and
+absolute timings are noisy, so the load average is recorded with each section.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+# -- the run ---------------------------------------------------------------------------------
+@dataclass
+class Goal:
+    figure: str
+    value: str
+    goal: str
+    met: bool | None  # None: not judged (quick run, or nothing to judge)
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+    goals: list[Goal] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def table(self, head: list[str], rows: list[list[object]]) -> None:
+        self.lines.append("| " + " | ".join(head) + " |")
+        self.lines.append("|" + "|".join("---" for _ in head) + "|")
+        for row in rows:
+            self.lines.append("| " + " | ".join(str(c) for c in row) + " |")
+        self.lines.append("")
+
+    def goal(self, figure: str, value: str, goal: str, met: bool | None) -> None:
+        self.goals.append(Goal(figure, value, goal, met))
+
+    def markdown(self) -> str:
+        return f"### {self.title}\n\n" + "\n".join(self.lines).rstrip() + "\n"
+
+
+@dataclass
+class Context:
+    quick: bool
+    cache_dir: Path
+    tmp: Path
+    log_file: Path | None = None
+    _data: object = None
+
+    def data(self):
+        """The default data set, prepared (decoded and mel-cached) once per suite run."""
+        if self._data is None:
+            from sceneclf.audio import AudioConfig
+            from sceneclf.features import FeatureConfig
+            from sceneclf.prepare import DataConfig, prepare
+
+            self._data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), self.cache_dir)
+        return self._data
+
+    def say(self, text: str) -> None:
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
+
+
+def one_thread_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# -- the machine -----------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "sceneclf"],
+                               cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        return head + (" (sceneclf/ has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_lines() -> list[str]:
+    import optuna
+
+    return [
+        (f"- Machine: {os.cpu_count()} cores ({cpu_model()}), {ram_gib():.1f} GiB RAM, "
+         f"Python {platform.python_version()}, torch {torch.__version__} "
+         f"(default {torch.get_num_threads()} threads), optuna {optuna.__version__}"),
+        f"- Code: git {git_state()}",
+    ]
+
+
+# -- timing ----------------------------------------------------------------------------------
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 100 else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+
+
+def yes(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[met]
+
+
+# -- peak memory of a process tree -----------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib(root: int) -> int:
+    kids = _children()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += _rss_kib(pid)
+        todo.extend(kids.get(pid, []))
+    return total
+
+
+@dataclass
+class Measured:
+    command: list[str]
+    returncode: int
+    wall: float
+    peak_tree_mib: float  # sum of RSS over the process and all its descendants, sampled
+    max_single_mib: float  # ru_maxrss from wait4: the largest single process (kernel-exact)
+    log: Path
+
+
+class Watched:
+    """A subprocess whose tree's RSS is sampled every 0.2 s until it ends."""
+
+    def __init__(self, command: list[str], log: Path, cwd: Path | None = None,
+                 env: dict[str, str] | None = None):
+        self.command = command
+        self.log = log
+        self._out = open(log, "w")  # noqa: SIM115 (closed in wait())
+        self._out.write("$ " + shlex.join(command) + "\n")
+        self._out.flush()
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._out,
+                                     stderr=subprocess.STDOUT)
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, tree_rss_kib(self.proc.pid))
+            self._done.wait(0.2)
+
+    def wait(self) -> Measured:
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self.start
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._done.set()
+        self._thread.join()
+        self._out.close()
+        return Measured(self.command, self.proc.returncode, wall, self.peak / 1024,
+                        usage.ru_maxrss / 1024, self.log)
+
+
+# -- searches as subprocesses ----------------------------------------------------------------
+@dataclass
+class SearchRun:
+    label: str
+    measured: Measured
+    trials: list  # optuna FrozenTrial
+
+    @property
+    def finished(self) -> list:
+        from optuna.trial import TrialState
+
+        return [t for t in self.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+    @property
+    def over_budget(self) -> int:
+        return sum(1 for t in self.trials if t.user_attrs.get("over_budget"))
+
+    @property
+    def pruned(self) -> int:
+        from optuna.trial import TrialState
+
+        return sum(1 for t in self.trials
+                   if t.state == TrialState.PRUNED and not t.user_attrs.get("over_budget"))
+
+    @property
+    def complete(self) -> int:
+        from optuna.trial import TrialState
+
+        return sum(1 for t in self.trials if t.state == TrialState.COMPLETE)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained over all trials (each reported epoch is one trained epoch)."""
+        return sum(len(t.intermediate_values) for t in self.trials)
+
+    @property
+    def best(self) -> float:
+        """Best validation accuracy of a completed trial within budget."""
+        from optuna.trial import TrialState
+
+        values = [t.value for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+        return max(values) if values else float("nan")
+
+    def best_after(self, n: int) -> float:
+        from optuna.trial import TrialState
+
+        values = [t.value for t in sorted(self.finished, key=lambda t: t.number)[:n]
+                  if t.state == TrialState.COMPLETE and t.value is not None]
+        return max(values) if values else float("nan")
+
+    def trials_per_hour(self) -> float:
+        """Finished trials per hour from the first trial's start to the last one's end (no
+        process start-up or data loading)."""
+        done = [t for t in self.finished if t.datetime_start and t.datetime_complete]
+        if not done:
+            return float("nan")
+        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+        return len(done) / span * 3600 if span > 0 else float("nan")
+
+
+def search_command(ctx: Context, study: str, storage_file: Path, trials: int, *extra: str) -> list[str]:
+    return [PYTHON, "-m", "sceneclf", "search", "--trials", str(trials), "--study", study,
+            "--storage", f"sqlite:///{storage_file}", "--no-mlflow", "--no-progress",
+            "--cache-dir", str(ctx.cache_dir), *extra]
+
+
+def start_search(ctx: Context, label: str, study: str, trials: int, *extra: str,
+                 env: dict[str, str] | None = None) -> tuple[str, Watched, Path, str]:
+    folder = ctx.tmp / study
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = folder / "optuna.db"
+    cmd = search_command(ctx, study, storage, trials, *extra)
+    ctx.say(f"  start {label}: {shlex.join(cmd[2:])}")
+    return label, Watched(cmd, folder / "log.txt", cwd=folder, env=env), storage, study
+
+
+def finish_search(handle: tuple[str, Watched, Path, str]) -> SearchRun:
+    import optuna
+
+    label, watched, storage, study = handle
+    measured = watched.wait()
+    if measured.returncode != 0:
+        tail = measured.log.read_text()[-2000:]
+        raise RuntimeError(f"{label}: search exited with {measured.returncode}\n{tail}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{storage}")
+    return SearchRun(label, measured, loaded.get_trials(deepcopy=False))
+
+
+def run_pair(ctx: Context, a: tuple, b: tuple, parallel: bool = True) -> tuple[SearchRun, SearchRun]:
+    """Two searches, each `(label, study, trials, *extra)`. In parallel each gets one thread (the
+    machine has 2 cores); used where the figures are counts and accuracies, not times."""
+    env = one_thread_env() if parallel else None
+    if parallel:
+        ha = start_search(ctx, *a, env=env)
+        hb = start_search(ctx, *b, env=env)
+        return finish_search(ha), finish_search(hb)
+    ra = finish_search(start_search(ctx, *a, env=env))
+    return ra, finish_search(start_search(ctx, *b, env=env))

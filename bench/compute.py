@@ -1,0 +1,295 @@
+"""2. Compute efficiency: achieved GFLOP/s of a training pass against dense matmul GFLOP/s.
+
+FLOPs of one real training step (front end, CNN, loss, backward) come from
+`torch.utils.flop_counter.FlopCounterMode`; they scale with the batch, so a training pass costs
+FLOPs-per-clip x training clips. The machine's reference is `torch.mm` of 1024 x 1024 float32
+matrices, measured in the same run before and after the variants (best block kept).
+
+Variants are timed interleaved (one pass of each per round, medians over rounds) so that a change
+in the machine's load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.common import Context, Section, Timer, fmt_s, median
+from sceneclf.features import FeatureConfig
+from sceneclf.model import ModelConfig, SceneClassifier, count_params
+from sceneclf.train import batches, evaluate
+
+NOISE = 0.1
+TRIAL_EPOCHS = 10  # compile time is paid once per trial (each trial builds a new model)
+
+
+def matmul_gflops(threads: int, n: int = 1024, reps: int = 8, blocks: int = 5) -> float:
+    """Best block's GFLOP/s of float32 n x n matrix products with `threads` threads."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            torch.mm(a, b)
+        best = 0.0
+        for _ in range(blocks):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b)
+            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+        return best
+    finally:
+        torch.set_num_threads(saved)
+
+
+def flops_per_clip(model: SceneClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Forward + backward FLOPs of one training step, per clip."""
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss = nn.functional.cross_entropy(model.forward_mel(x), y)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(y)
+
+
+@dataclass
+class Variant:
+    name: str
+    threads: int
+    batch: int = 32
+    channels_last: bool = False
+    compile: bool = False
+
+
+class Runner:
+    """One variant's model, optimiser and data order; `train_pass()` runs one training pass."""
+
+    def __init__(self, v: Variant, model_cfg: ModelConfig, data, seed: int = 0):
+        self.v, self.data = v, data
+        torch.manual_seed(seed)
+        self.model = SceneClassifier(FeatureConfig(noise=NOISE), model_cfg)
+        self.model.frontend.fit_stats(data.splits["train"].mels)
+        if v.channels_last:
+            self.model.cnn.to(memory_format=torch.channels_last)
+        self.cnn = torch.compile(self.model.cnn) if v.compile else self.model.cnn
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=3e-3)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def train_pass(self) -> float:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.v.threads)
+        try:
+            with Timer() as t:
+                self.model.train()
+                for x, y in batches(self.data.splits["train"], self.v.batch, self.data.frames, train=True,
+                                    generator=self.gen):
+                    feats = self.model.frontend.from_mel(x)
+                    if self.v.channels_last:
+                        feats = feats.contiguous(memory_format=torch.channels_last)
+                    loss = nn.functional.cross_entropy(self.cnn(feats), y)
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.opt.step()
+                    loss.item()
+            return t.seconds
+        finally:
+            torch.set_num_threads(saved)
+
+
+def eval_pass(model: SceneClassifier, data, mode: str) -> float:
+    """One validation pass under inference_mode, no_grad, or with autograd on."""
+    val = data.splits["val"]
+    with Timer() as t:
+        if mode == "inference_mode":
+            evaluate(model, val, data.frames)
+        else:
+            model.eval()
+            ctx = torch.no_grad() if mode == "no_grad" else torch.enable_grad()
+            with ctx:
+                outs = [model.forward_mel(x) for x, _ in batches(val, 128, data.frames, train=False)]
+                torch.cat(outs).argmax(1)
+    return t.seconds
+
+
+@dataclass
+class Measured:
+    label: str
+    cfg: ModelConfig
+    per_clip: float  # training FLOPs per clip
+    pass_flops: float
+    seconds: dict[str, float]  # variant -> median training pass
+    first: dict[str, float]  # variant -> first pass (with compilation)
+    compiled: set[str]
+    failed: list[str]
+
+
+def measure_model(ctx: Context, label: str, model_cfg: ModelConfig, data, threads: int) -> Measured:
+    """Time every variant's training pass for one model, interleaved over rounds."""
+    train = data.splits["train"]
+    probe = SceneClassifier(FeatureConfig(noise=NOISE), model_cfg)
+    probe.frontend.fit_stats(train.mels[:32])
+    x, y = next(batches(train, 32, data.frames, train=True))
+    per_clip = flops_per_clip(probe, x, y)
+    variants = [Variant(f"baseline ({threads} threads, batch 32)", threads)]
+    if threads != 1:
+        variants.append(Variant("1 thread", 1))
+    variants += [Variant("channels_last", threads, channels_last=True),
+                 Variant("channels_last, 1 thread", 1, channels_last=True),
+                 Variant("batch 64", threads, batch=64),
+                 Variant("batch 128", threads, batch=128),
+                 Variant("batch 64, 1 thread", 1, batch=64),
+                 Variant("torch.compile (inductor)", threads, compile=True)]
+    runners: list[tuple[Variant, Runner]] = []
+    first: dict[str, float] = {}
+    failed = []
+    for v in variants:
+        ctx.say(f"  {label}: set up {v.name}")
+        r = Runner(v, model_cfg, data)
+        try:
+            first[v.name] = r.train_pass()  # warm-up (and compilation)
+        except Exception as exc:  # noqa: BLE001  torch.compile may be unavailable
+            failed.append(f"{v.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            continue
+        runners.append((v, r))
+    rounds = 2 if ctx.quick else 4
+    times: dict[str, list[float]] = {v.name: [] for v, _ in runners}
+    for i in range(rounds):
+        ctx.say(f"  {label}: round {i + 1}/{rounds}")
+        for v, r in runners:
+            times[v.name].append(r.train_pass())
+    return Measured(label, model_cfg, per_clip, per_clip * len(train),
+                    {k: median(v) for k, v in times.items()}, first,
+                    {v.name for v, _ in runners if v.compile}, failed)
+
+
+def report_model(sec: Section, m: Measured, peak: float, n_train: int) -> tuple[float, float, str]:
+    """The variants table; returns (baseline share of peak, best share, best variant)."""
+    base_name = next(iter(m.seconds))
+    base = m.seconds[base_name]
+    rows, share = [], {}
+    for name, t in m.seconds.items():
+        gflops = m.pass_flops / t / 1e9
+        share[name] = gflops / peak
+        note = ""
+        if name in m.compiled:
+            compile_s = max(0.0, m.first[name] - t)
+            amortised = t + compile_s / TRIAL_EPOCHS
+            share[name] = m.pass_flops / amortised / 1e9 / peak  # judged with its compile time
+            note = (f"compile {fmt_s(compile_s)}; spread over a {TRIAL_EPOCHS}-epoch trial: "
+                    f"{fmt_s(amortised)} per pass, {base / amortised:.2f}x baseline, "
+                    f"{share[name]:.1%} of peak")
+        rows.append([name, fmt_s(t), f"{base / t:.2f}x", f"{gflops:.1f}", f"{gflops / peak:.1%}", note])
+    sec.add(f"**{m.label}**: widths {m.cfg.widths}, kernel {m.cfg.kernel_size}, "
+            f"{count_params(m.cfg):,} parameters; {m.per_clip / 1e6:.1f} MFLOP per training clip "
+            f"(forward + backward), {m.pass_flops / 1e9:.1f} GFLOP per training pass of {n_train} clips.", "")
+    sec.table(["variant", "training pass (median)", "speed vs baseline", "GFLOP/s", "of matmul peak", "note"], rows)
+    for f in m.failed:
+        sec.add(f"- failed: {f}")
+    best = max(share, key=share.get)
+    return share[base_name], share[best], best
+
+
+def child_passes(cache_dir: str, widths: str, passes: int) -> None:
+    """`python -m bench.compute CACHE WIDTHS PASSES`: time training passes in a fresh process (so
+    that OpenMP environment variables, read when torch loads, can differ); prints JSON."""
+    import json
+    from pathlib import Path
+
+    from sceneclf.audio import AudioConfig
+    from sceneclf.prepare import DataConfig, prepare
+
+    data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), Path(cache_dir))
+    cfg = ModelConfig(n_classes=len(data.classes), widths=tuple(int(w) for w in widths.split(",")))
+    r = Runner(Variant("child", torch.get_num_threads()), cfg, data)
+    r.train_pass()
+    print(json.dumps({"threads": torch.get_num_threads(), "seconds": [r.train_pass() for _ in range(passes)]}))
+
+
+def omp_env_variants(ctx: Context, cfg: ModelConfig, rounds: int) -> list[tuple[str, float]]:
+    """Baseline training passes in child processes under different OpenMP settings, alternated."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    envs = {
+        "default (OMP_WAIT_POLICY unset), 2 threads": {},
+        "OMP_WAIT_POLICY=PASSIVE, 2 threads": {"OMP_WAIT_POLICY": "PASSIVE"},
+        "default, OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
+    }
+    times: dict[str, list[float]] = {k: [] for k in envs}
+    widths = ",".join(map(str, cfg.widths))
+    for i in range(rounds):
+        for name, extra in envs.items():
+            ctx.say(f"  child process, round {i + 1}/{rounds}: {name}")
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            out = subprocess.run([sys.executable, "-m", "bench.compute", str(ctx.cache_dir), widths, "2"],
+                                 env={**env, **extra}, capture_output=True, text=True, check=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+            times[name].extend(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    return [(name, median(v)) for name, v in times.items()]
+
+
+def run(ctx: Context) -> Section:
+    sec = Section("2. Compute efficiency: achieved GFLOP/s of training against dense matmul")
+    data = ctx.data()
+    threads = torch.get_num_threads()
+    n_classes = len(data.classes)
+    ctx.say("  matmul reference")
+    mm = {t: [matmul_gflops(t)] for t in sorted({1, threads})}
+    models = [("default model", ModelConfig(n_classes=n_classes, widths=(16, 32, 64)))]
+    if not ctx.quick:
+        models.append(("large model", ModelConfig(n_classes=n_classes, widths=(32, 64, 128))))
+    measured = [measure_model(ctx, label, cfg, data, threads) for label, cfg in models]
+    for t, values in mm.items():
+        values.append(matmul_gflops(t))
+    peak = max(max(v) for v in mm.values())
+    sec.add("Dense matmul (1024 x 1024 float32, best block; before / after the variants): "
+            + ", ".join(f"{t} thread{'s' * (t > 1)} {' / '.join(f'{g:.1f}' for g in v)} GFLOP/s"
+                        for t, v in mm.items())
+            + f". Machine peak taken as **{peak:.1f} GFLOP/s**. Training noise {NOISE}; "
+            "a pass = one training pass over the training split (no validation).", "")
+    for m in measured:
+        base_share, best_share, best_name = report_model(sec, m, peak, len(data.splits["train"]))
+        sec.goal(f"2 compute ({m.label}): training GFLOP/s / matmul peak, as shipped",
+                 f"{base_share:.1%}", ">= 25 %", base_share >= 0.25)
+        sec.goal(f"2 compute ({m.label}): best variant ({best_name})", f"{best_share:.1%}",
+                 ">= 25 %", best_share >= 0.25)
+
+    ctx.say("  OpenMP settings in child processes")
+    env_rows = omp_env_variants(ctx, models[0][1], 2 if ctx.quick else 3)
+    base_env = env_rows[0][1]
+    pass_flops = measured[0].pass_flops
+    sec.add("**OpenMP environment** (default model; each setting in its own process, since OpenMP reads "
+            "it when torch loads; processes alternated):", "")
+    sec.table(["setting", "training pass (median)", "speed vs default", "GFLOP/s", "of matmul peak"],
+              [[name, fmt_s(t), f"{base_env / t:.2f}x", f"{pass_flops / t / 1e9:.1f}",
+                f"{pass_flops / t / 1e9 / peak:.1%}"] for name, t in env_rows])
+
+    ctx.say("  evaluation: inference_mode / no_grad / autograd on")
+    torch.manual_seed(0)
+    model = SceneClassifier(FeatureConfig(), models[0][1])
+    model.frontend.fit_stats(data.splits["train"].mels)
+    modes = ("inference_mode", "no_grad", "autograd on")
+    eval_times: dict[str, list[float]] = {m: [] for m in modes}
+    for m in modes:
+        eval_pass(model, data, m)
+    for _ in range(3 if ctx.quick else 6):
+        for m in modes:
+            eval_times[m].append(eval_pass(model, data, m))
+    base = median(eval_times["inference_mode"])
+    sec.table([f"validation pass (default model, {len(data.splits['val'])} clips)", "median", "vs inference_mode"],
+              [[m, fmt_s(median(eval_times[m])), f"{median(eval_times[m]) / base:.2f}x"] for m in modes])
+    return sec
+
+
+if __name__ == "__main__":
+    import sys
+
+    child_passes(*sys.argv[1:3], int(sys.argv[3]))

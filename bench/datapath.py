@@ -1,0 +1,235 @@
+"""1. Data path (issue 7.1 and issue 2's benchmark).
+
+The seed-style pipeline decodes every clip with soundfile and computes its mel + MFCC inside
+`Dataset.__getitem__`, batched by a torch `DataLoader` (num_workers=0), every epoch. Ours decodes
+and computes mel power spectrograms once (on-disk caches), then per batch crops cached mels and
+runs `FrontEnd.from_mel` (noise in the mel domain, log, DCT, normalisation). Same clips, same
+model, same optimiser, same validation pass; an epoch is a training pass plus a validation pass.
+
+Then issue 2's split of our epoch: data (cropping and batching), features (from_mel) and model
+(forward, loss, backward, step; forward only in validation).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import soundfile as sf
+import torch
+import torchaudio
+import torchaudio.functional as AF
+from torch import nn
+
+from bench.common import Context, Section, Timer, fmt_s, median
+from sceneclf.audio import AudioConfig
+from sceneclf.features import LOG_EPS, FeatureConfig
+from sceneclf.model import ModelConfig, SceneClassifier
+from sceneclf.prepare import DataConfig, prepare
+from sceneclf.train import MelSet, TrainConfig, batches, fit
+
+NOISE = 0.1  # a typical sampled noise level; both pipelines add training noise
+MODEL = ModelConfig(widths=(16, 32, 64))  # the library default
+BATCH = 32
+
+
+class SeedStyleDataset(torch.utils.data.Dataset):
+    """Decode and featurise one clip per call, every epoch: what a first script does."""
+
+    def __init__(self, items: list[tuple[str, int]], audio: AudioConfig, features: FeatureConfig,
+                 mean: torch.Tensor, std: torch.Tensor, train: bool):
+        self.items, self.audio, self.train = items, audio, train
+        self.noise = features.noise
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=features.sample_rate, n_fft=features.n_fft, hop_length=features.hop_length,
+            n_mels=features.n_mels, power=2.0)
+        self.dct = AF.create_dct(features.n_mels, features.n_mels, norm="ortho")
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[i]
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        wave = torch.from_numpy(data.mean(axis=1))
+        if rate != self.audio.sample_rate:
+            wave = AF.resample(wave, rate, self.audio.sample_rate)
+        n, length = wave.shape[0], self.audio.clip_samples
+        if n < length:
+            wave = nn.functional.pad(wave, ((length - n) // 2, length - n - (length - n) // 2))
+        else:
+            start = int(torch.randint(n - length + 1, (1,))) if self.train else (n - length) // 2
+            wave = wave[start:start + length]
+        if self.train and self.noise > 0:
+            level = self.noise * float(torch.rand(()))
+            wave = wave + level * wave.std() * torch.randn_like(wave)
+        logmel = torch.log(self.mel(wave) + LOG_EPS)
+        mfcc = self.dct.T @ logmel
+        x = (torch.stack([logmel, mfcc]) - self.mean) / self.std
+        return x, label
+
+
+def seed_epoch(model: SceneClassifier, opt: torch.optim.Optimizer, train_loader, val_loader) -> float:
+    """One training pass plus one validation pass, seed style; seconds."""
+    with Timer() as t:
+        model.train()
+        for x, y in train_loader:
+            loss = nn.functional.cross_entropy(model.cnn(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.inference_mode():
+            for x, _ in val_loader:
+                model.cnn(x)
+    return t.seconds
+
+
+def split_epoch(model: SceneClassifier, opt: torch.optim.Optimizer, train: MelSet, val: MelSet,
+                frames: int, gen: torch.Generator) -> dict[str, float]:
+    """Our epoch as `fit` runs it, timed by part: data, features, model (train and validation)."""
+    parts = {"data": 0.0, "features": 0.0, "model": 0.0}
+
+    def timed(loader):
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(loader)
+            except StopIteration:
+                return
+            parts["data"] += time.perf_counter() - t0
+            yield item
+
+    t_all = time.perf_counter()
+    model.train()
+    for x, y in timed(batches(train, BATCH, frames, train=True, generator=gen)):
+        t0 = time.perf_counter()
+        feats = model.frontend.from_mel(x)
+        t1 = time.perf_counter()
+        loss = nn.functional.cross_entropy(model.cnn(feats), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+        t2 = time.perf_counter()
+        parts["features"] += t1 - t0
+        parts["model"] += t2 - t1
+    model.eval()
+    with torch.inference_mode():
+        for x, _ in timed(batches(val, 128, frames, train=False)):
+            t0 = time.perf_counter()
+            feats = model.frontend.from_mel(x)
+            t1 = time.perf_counter()
+            model.cnn(feats)
+            t2 = time.perf_counter()
+            parts["features"] += t1 - t0
+            parts["model"] += t2 - t1
+    parts["epoch"] = time.perf_counter() - t_all
+    return parts
+
+
+def run(ctx: Context) -> Section:
+    sec = Section("1. Data path: seed-style per-item decode + features against cached mels + batched front end")
+    seed_epochs, our_epochs = (2, 3) if ctx.quick else (3, 6)
+    audio, features = AudioConfig(), FeatureConfig(noise=NOISE)
+    data = ctx.data()  # warms the shared cache (not timed here)
+    n_classes = len(data.classes)
+    model_cfg = ModelConfig(n_classes=n_classes, widths=MODEL.widths)
+    train, val = data.splits["train"], data.splits["val"]
+    audio_s = sum(m.shape[-1] for m in train.mels) * features.hop_length / audio.sample_rate
+    sec.add(f"Default synthetic data ({data.manifest.root.name}): {len(train)} training clips "
+            f"({audio_s / 60:.1f} min of audio), {len(val)} validation clips; model widths "
+            f"{model_cfg.widths}, batch {BATCH}, noise {NOISE}, {torch.get_num_threads()} threads. "
+            "Epoch = training pass + validation pass.", "")
+
+    # -- ours, first run: fresh caches (the data set folder itself is shared) --------------------
+    cold = ctx.tmp / "cold-cache"
+    shutil.rmtree(cold, ignore_errors=True)
+    (cold).mkdir(parents=True)
+    (cold / "datasets").symlink_to(ctx.cache_dir / "datasets", target_is_directory=True)
+    ctx.say("  ours: cold prepare (decode + mel into an empty cache)")
+    with Timer() as t_cold:
+        cold_data = prepare(DataConfig(), audio, FeatureConfig(), cold)
+    with Timer() as t_warm:
+        warm_data = prepare(DataConfig(), audio, FeatureConfig(), cold)
+    assert len(warm_data.splits["train"]) == len(train)
+    shutil.rmtree(cold, ignore_errors=True)
+
+    ctx.say(f"  ours: fit for {our_epochs} epochs")
+    torch.manual_seed(0)
+    ours = SceneClassifier(features, model_cfg)
+    ours.frontend.fit_stats(cold_data.splits["train"].mels)
+    seconds: list[float] = []
+    fit(ours, cold_data.splits["train"], cold_data.splits["val"],
+        TrainConfig(batch_size=BATCH, epochs=our_epochs, early_stop=our_epochs + 1), data.frames,
+        on_epoch=lambda e, m: seconds.append(m["seconds"]))
+    ours_first = t_cold.seconds + seconds[0]
+    n_clips = len(cold_data.manifest.clips)
+    ours_later = median(seconds[1:])
+
+    # -- seed style ------------------------------------------------------------------------------
+    ctx.say(f"  seed style: {seed_epochs} epochs")
+    index = {c: i for i, c in enumerate(data.classes)}
+    items = {s: [(str(c.path), index[c.label]) for c in data.manifest.clips if c.split == s]
+             for s in ("train", "val")}
+    torch.manual_seed(0)
+    seed_model = SceneClassifier(features, model_cfg)
+    seed_model.frontend.fit_stats(train.mels)  # same normalisation as ours
+    mean, std = seed_model.frontend.mean, seed_model.frontend.std
+    train_loader = torch.utils.data.DataLoader(
+        SeedStyleDataset(items["train"], audio, features, mean, std, train=True),
+        batch_size=BATCH, shuffle=True, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(
+        SeedStyleDataset(items["val"], audio, features, mean, std, train=False),
+        batch_size=128, shuffle=False, num_workers=0)
+    opt = torch.optim.Adam(seed_model.cnn.parameters(), lr=3e-3)
+    seed_times = [seed_epoch(seed_model, opt, train_loader, val_loader) for _ in range(seed_epochs)]
+    seed_first, seed_later = seed_times[0], median(seed_times[1:])
+
+    ratio = seed_later / ours_later
+    first_ratio = seed_first / ours_first
+    sec.table(
+        ["pipeline", "first epoch (incl. decode/mel cache fill)", "epoch after the first (median)",
+         "epochs timed"],
+        [["seed style: soundfile + mel/MFCC in `__getitem__`, DataLoader", fmt_s(seed_first),
+          fmt_s(seed_later), seed_epochs],
+         ["ours: cached mels + batched `from_mel`", f"{fmt_s(ours_first)} (cache fill {fmt_s(t_cold.seconds)}, all {n_clips} clips incl. test)",
+          fmt_s(ours_later), our_epochs],
+         ["**seed / ours**", f"**{first_ratio:.1f}x**", f"**{ratio:.1f}x**", ""]])
+    sec.add(f"A later run (new process, caches warm) loads everything in {fmt_s(t_warm.seconds)} "
+            f"(`prepare` on a hit), instead of {fmt_s(t_cold.seconds)} to fill the caches.", "")
+    sec.goal("1 data path: seed-style / ours epoch time after the first", f"{ratio:.1f}x", ">= 5x",
+             ratio >= 5)
+
+    # -- issue 2: where our epoch goes -----------------------------------------------------------
+    ctx.say("  ours: split of the epoch into data / features / model")
+    rows, share_noise = [], None
+    for noise in (NOISE, 0.0):
+        torch.manual_seed(0)
+        model = SceneClassifier(FeatureConfig(noise=noise), model_cfg)
+        model.frontend.fit_stats(train.mels)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        split_epoch(model, opt, train, val, data.frames, gen)  # warm-up
+        runs = [split_epoch(model, opt, train, val, data.frames, gen) for _ in range(2 if ctx.quick else 4)]
+        p = {k: median([r[k] for r in runs]) for k in runs[0]}
+        other = max(0.0, p["epoch"] - p["data"] - p["features"] - p["model"])
+        share = (p["data"] + p["features"]) / p["epoch"]
+        if noise == NOISE:
+            share_noise = share
+        rows.append([f"noise {noise}", fmt_s(p["epoch"]),
+                     f"{p['data'] * 1000:.0f} ms ({p['data'] / p['epoch']:.1%})",
+                     f"{p['features'] * 1000:.0f} ms ({p['features'] / p['epoch']:.1%})",
+                     f"{p['model'] * 1000:.0f} ms ({p['model'] / p['epoch']:.1%})",
+                     f"{other * 1000:.0f} ms", f"{share:.1%}",
+                     f"{(len(train) + len(val)) / p['epoch']:.0f}"])
+    sec.table(["training noise", "epoch (median)", "data", "features", "model", "rest",
+               "data + features", "clips/s"], rows)
+    sec.add("Data = cropping and stacking cached mels (`train.batches`); features = "
+            "`FrontEnd.from_mel` (mel-domain noise, log, DCT, normalisation); model = forward, "
+            "loss, backward and Adam step (forward only in validation). "
+            "Clips/s counts training and validation clips.", "")
+    sec.goal("1 data path (issue 2): data + features share of an epoch after the first",
+             f"{share_noise:.1%} (noise {NOISE})", "< 10 %", share_noise < 0.10)
+    return sec
