@@ -135,7 +135,8 @@ def study_options(f):
 @cli.command()
 @click.option("--trials", type=click.IntRange(1), default=50, show_default=True,
               help="Run until this many MORE trials have finished or been pruned (over-budget trials "
-                   "count as pruned; failed ones are retried and not counted).")
+                   "count as pruned; failed ones are not counted, and those cut off by a dead process "
+                   "or machine run again). Stops early, exit code 1, when 5 trials in a row fail.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop starting trials after this many seconds.")
 @data_options
