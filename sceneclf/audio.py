@@ -8,8 +8,6 @@ so a second run decodes nothing, and a changed file is decoded again.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from sceneclf.atomic import atomic_open
 from sceneclf.errors import ConfigError, DataError
 
 
@@ -117,15 +116,8 @@ def file_key(path: Path, *settings: object) -> str:
 
 def atomic_save(array: np.ndarray, target: Path) -> None:
     """Write a .npy file atomically: a temporary file in the same folder, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def load_cached(target: Path) -> np.ndarray | None:

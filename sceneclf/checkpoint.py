@@ -7,13 +7,12 @@ alone (normalisation statistics are buffers in the state dict).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from sceneclf.atomic import atomic_open
 from sceneclf.audio import AudioConfig
 from sceneclf.errors import ConfigError
 from sceneclf.features import FeatureConfig
@@ -44,15 +43,8 @@ def save_checkpoint(path: Path, ckpt: Checkpoint, state_dict: dict | None = None
         "model": asdict(ckpt.model_cfg), "classes": list(ckpt.classes),
         "train": dict(ckpt.train), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        torch.save(payload, f)
     return path
 
 

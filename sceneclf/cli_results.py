@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from sceneclf import atomic
 from sceneclf.cli import cli, data_options, study_options
 
 TRACKING_HELP = "MLflow tracking URI [env MLFLOW_TRACKING_URI; default sqlite:///mlruns/mlflow.db]."
@@ -54,7 +55,7 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
     out_html = (out_html or Path(f"{loaded.label}-{split}-confusion.html")).absolute()
     page = figure_html(ev.confusion_figure(result), offline=True)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text(page, encoding="utf-8")
+    atomic.write_text(out_html, page)
     run_id = None
     if loaded.run_id is not None or tracking_uri is not None:
         from sceneclf.tracking import default_tracking_uri
@@ -131,7 +132,7 @@ def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
                                  cache_dir or default_cache_dir(), echo=click.echo)
     out = (out or Path(f"report-{study}.html")).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    atomic.write_text(out, page)
     click.echo(f"report: {out} ({len(figures)} figures: {', '.join(figures)})")
 
 
