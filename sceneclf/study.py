@@ -81,8 +81,9 @@ def check_record(study: optuna.Study, record: dict) -> None:
 
 
 class Stop(optuna.study.MaxTrialsCallback):
-    """Stop when `target` trials are finished or pruned (failed ones are retried, not counted),
-    or when the last `streak` trials all failed (something is wrong beyond one trial)."""
+    """Stop when `target` trials are finished or pruned (failed ones are not counted), or when
+    the last `streak` trials all failed the same way (same exception type: something is wrong
+    beyond one trial), or the last `4 * streak` failed in any way."""
 
     def __init__(self, target: int, streak: int = 5):
         super().__init__(target, states=FINISHED)
@@ -90,10 +91,15 @@ class Stop(optuna.study.MaxTrialsCallback):
         self.reason: str | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        recent = study.get_trials(deepcopy=False)[-self.streak:]
-        if len(recent) == self.streak and all(t.state == TrialState.FAIL for t in recent):
-            reasons = {t.user_attrs.get("reason", "unknown") for t in recent}
-            self.reason = f"the last {self.streak} trials failed ({'; '.join(sorted(reasons))[:300]})"
+        trials = study.get_trials(deepcopy=False)
+        for n, same_way in ((self.streak, True), (4 * self.streak, False)):
+            recent = trials[-n:]
+            if len(recent) < n or any(t.state != TrialState.FAIL for t in recent):
+                continue
+            reasons = sorted({str(t.user_attrs.get("reason", "unknown")) for t in recent})
+            if same_way and len({r.split(":")[0] for r in reasons}) > 1:
+                continue
+            self.reason = f"the last {n} trials failed ({'; '.join(reasons)[:300]})"
             study.stop()
             return
         super().__call__(study, trial)

@@ -1,0 +1,39 @@
+"""The search's stop rule, without a model: Optuna studies whose objective fails on purpose."""
+
+import optuna
+
+from sceneclf.study import Stop
+
+
+def failing(reasons):
+    def objective(trial):
+        reason = reasons[trial.number % len(reasons)]
+        trial.set_user_attr("reason", reason)
+        raise RuntimeError(reason)
+    return objective
+
+
+def run(objective, stop, n_trials=60):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=n_trials, callbacks=[stop], catch=(Exception,))
+    return study
+
+
+def test_stops_when_recent_trials_fail_the_same_way():
+    stop = Stop(target=100)
+    study = run(failing(["RuntimeError: boom"]), stop)
+    assert len(study.trials) == 5
+    assert stop.reason == "the last 5 trials failed (RuntimeError: boom)"
+
+
+def test_goes_on_while_failures_differ_until_many_fail():
+    stop = Stop(target=100)
+    study = run(failing(["RuntimeError: a", "OutOfMemoryError: b"]), stop)
+    assert len(study.trials) == 20 and stop.reason.startswith("the last 20 trials failed")
+
+
+def test_finished_trials_reach_the_target():
+    stop = Stop(target=3)
+    study = run(lambda trial: trial.number / 10, stop)
+    assert len(study.trials) == 3 and stop.reason is None
