@@ -8,8 +8,9 @@ DCT, normalisation) so that mel spectrograms can be computed once, cached, and r
 Noise injection happens in `from_mel`, in training mode only. It adds the mel spectrum that white
 noise at a random signal-to-noise ratio would add to the waveform: white noise of variance s^2 puts
 s^2 * sum(window^2) * sum_k fb[k, b] into mel band b on average, with the chi-square spread of a
-periodogram summed over the band's bins (a Gamma draw, by Wilson-Hilferty). So augmenting cached mels matches
-augmenting waveforms in distribution, without an STFT per epoch (tested against the real thing).
+periodogram summed over the band's bins (a Gamma draw, by Wilson-Hilferty). So augmenting cached
+mels matches augmenting waveforms in distribution, without an STFT per epoch (tested against the
+real thing).
 """
 
 from __future__ import annotations
