@@ -22,6 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+GNU_TIME = "/usr/bin/time"
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -195,12 +196,13 @@ class Measured:
     returncode: int
     wall: float
     peak_tree_mib: float  # sum of RSS over the process and all its descendants, sampled
-    max_single_mib: float  # ru_maxrss from wait4: the largest single process (kernel-exact)
+    max_single_mib: float  # the largest single process's peak RSS, from the kernel (GNU time %M)
     log: Path
 
 
 class Watched:
-    """A subprocess whose tree's RSS is sampled every 0.2 s until it ends."""
+    """A subprocess whose tree's RSS is sampled every 0.2 s until it ends; its end is taken by a
+    waiting thread, so the wall time is right even when `wait()` is called late."""
 
     def __init__(self, command: list[str], log: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None):
@@ -209,28 +211,42 @@ class Watched:
         self._out = open(log, "w")  # noqa: SIM115 (closed in wait())
         self._out.write("$ " + shlex.join(command) + "\n")
         self._out.flush()
+        # GNU time reports the kernel's peak RSS of the largest process in the tree; wait4's own
+        # ru_maxrss would also count this (torch-sized) process's pages inherited at fork.
+        self._time_file = log.with_suffix(".maxrss")
+        wrapped = ([GNU_TIME, "-f", "%M", "-o", str(self._time_file), *command]
+                   if Path(GNU_TIME).exists() else command)
         self.start = time.perf_counter()
-        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._out,
+        self.proc = subprocess.Popen(wrapped, cwd=cwd, env=env, stdout=self._out,
                                      stderr=subprocess.STDOUT)
         self.peak = 0
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._sampler.start()
+        self._waiter.start()
 
     def _sample(self) -> None:
         while not self._done.is_set():
             self.peak = max(self.peak, tree_rss_kib(self.proc.pid))
             self._done.wait(0.2)
 
-    def wait(self) -> Measured:
-        _, status, usage = os.wait4(self.proc.pid, 0)
-        wall = time.perf_counter() - self.start
+    def _wait(self) -> None:
+        _, status = os.waitpid(self.proc.pid, 0)
+        self.wall = time.perf_counter() - self.start
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._done.set()
-        self._thread.join()
+
+    def wait(self) -> Measured:
+        self._waiter.join()
+        self._sampler.join()
         self._out.close()
-        return Measured(self.command, self.proc.returncode, wall, self.peak / 1024,
-                        usage.ru_maxrss / 1024, self.log)
+        try:
+            max_rss = float(self._time_file.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            max_rss = float("nan")
+        return Measured(self.command, self.proc.returncode, self.wall, self.peak / 1024,
+                        max_rss / 1024, self.log)
 
 
 # -- searches as subprocesses ----------------------------------------------------------------

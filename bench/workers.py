@@ -4,9 +4,9 @@ Trials of equal cost, so that throughput measures the workers and not the sample
 with the default model widths fixed, only the learning rate tuned, a fixed number of epochs (no
 pruning, no early stop). `--jobs 1` uses torch's default threads (all cores); `--jobs 2` splits
 them (one each on 2 cores). `--jobs 1` with one thread is the reference for one worker's speed;
-`OMP_WAIT_POLICY=PASSIVE` stops OpenMP threads from spinning while they wait (they spin by
-default, which costs dearly when other processes share the cores). The runs follow each other
-(not at once): this figure is a time.
+`OMP_WAIT_POLICY=ACTIVE` (OpenMP threads spin while they wait: the default before sceneclf set
+PASSIVE in 030e353) shows what that setting is worth. The runs follow each other (not at once):
+this figure is a time.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def run(ctx: Context) -> Section:
     for label, jobs, env in ((f"--jobs 1 ({cores} threads)", 1, None),
                              (f"--jobs 2 ({max(1, cores // 2)} thread each)", 2, None),
                              ("--jobs 1 (1 thread; reference)", 1, one_thread_env()),
-                             (f"--jobs 1 ({cores} threads, OMP_WAIT_POLICY=PASSIVE)", 1,
-                              {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})):
+                             (f"--jobs 1 ({cores} threads, OMP_WAIT_POLICY=ACTIVE as before 030e353)", 1,
+                              {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})):
         ctx.say(f"  {label}: {trials} trials of {epochs} epochs")
         runs.append(finish_search(start_search(ctx, label, f"workers-{jobs}-{len(runs)}", trials,
                                                *common, "--jobs", str(jobs), env=env)))
