@@ -189,6 +189,7 @@ def train_model(features: FeatureConfig, model_cfg: ModelConfig, cfg: TrainConfi
                 device: torch.device | str = "cpu", keep_last: bool = False) -> tuple[SceneClassifier, FitResult]:
     """Check the budget, build, normalise with training statistics, fit; the model returned
     holds the best state."""
+    torch.manual_seed(cfg.seed)  # initial weights follow the trial's seed too
     model = build(features, model_cfg, budget, frames)
     model.frontend.fit_stats(train.mels)
     result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device, keep_last=keep_last)
