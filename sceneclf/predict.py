@@ -10,6 +10,7 @@ are averaged. A file that cannot be decoded gets an error row; the others go on.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 from sceneclf.audio import AudioConfig, fit_length
 from sceneclf.errors import DataError
@@ -77,6 +78,9 @@ def read_windows(path: Path, cfg: AudioConfig,
                  batch: int = 16) -> Iterator[tuple[float, list[float], torch.Tensor]]:
     """Decode `path` into batches of windows: (the recording's length in seconds, the windows'
     start times in seconds, (B, clip_samples) mono float32 at `cfg.sample_rate`).
+
+    Each batch's stretch of the file is read and resampled once (with a margin, so windows near
+    the stretch's edges see the same filter context as in the middle), then cut into windows.
     Raises DataError naming the file."""
     length, rate = cfg.clip_samples, cfg.sample_rate
     try:
@@ -89,29 +93,42 @@ def read_windows(path: Path, cfg: AudioConfig,
             raise DataError(f"{path}: audio file holds no samples")
         n = int(math.ceil(frames * rate / src_rate))
         starts = window_starts(n, length)
-        # Source frames per window, with a little margin so the resampled window is full.
-        src_len = int(math.ceil(length * src_rate / rate)) + 2
+        resample = _resampler(src_rate, rate)
+        margin = 0 if resample is None else RESAMPLE_MARGIN * int(math.ceil(src_rate / rate))
+        step = src_rate // math.gcd(src_rate, rate)  # source frames per whole number of output samples
         for i in range(0, len(starts), batch):
-            chunk, times = [], []
-            for start in starts[i:i + batch]:
-                src_start = int(math.floor(start * src_rate / rate))
-                try:
-                    f.seek(src_start)
-                    data = f.read(frames=min(src_len, frames - src_start), dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-                    raise DataError(f"{path}: cannot decode audio at {start / rate:.1f} s ({_reason(exc)})") from None
-                if data.size == 0:
-                    raise DataError(f"{path}: no samples could be read at {start / rate:.1f} s")
-                if not np.isfinite(data).all():
-                    raise DataError(f"{path}: audio holds NaN or infinite samples")
-                mono = data.mean(axis=1)
-                if src_rate != rate:
-                    mono = AF.resample(torch.from_numpy(mono), src_rate, rate).numpy()
-                if n > length:  # a full window: trim the margin
-                    mono = mono[:length]
-                chunk.append(fit_length(mono, length, length))
-                times.append(start / rate)
-            yield frames / src_rate, times, torch.from_numpy(np.stack(chunk))
+            group = starts[i:i + batch]
+            src_start = max(0, int(math.floor(group[0] * src_rate / rate)) - margin)
+            src_start -= src_start % step  # on the resampling grid: output samples land where they would
+            src_end = min(frames, int(math.ceil((group[-1] + length) * src_rate / rate)) + margin)
+            try:
+                f.seek(src_start)
+                data = f.read(frames=src_end - src_start, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+                raise DataError(f"{path}: cannot decode audio at {group[0] / rate:.1f} s ({_reason(exc)})") from None
+            if data.size == 0:
+                raise DataError(f"{path}: no samples could be read at {group[0] / rate:.1f} s")
+            if not np.isfinite(data).all():
+                raise DataError(f"{path}: audio holds NaN or infinite samples")
+            wave = torch.from_numpy(data.mean(axis=1))
+            offset = src_start
+            if resample is not None:
+                wave = resample(wave)
+                offset = src_start * rate // src_rate  # exact: src_start is on the grid
+            wave = wave.numpy()
+            chunk = [fit_length(wave[start - offset:start - offset + length], length, length) for start in group]
+            yield frames / src_rate, [start / rate for start in group], torch.from_numpy(np.stack(chunk))
+
+
+# Output samples of filter context kept at each edge of a resampled stretch (torchaudio's default
+# sinc filter reaches 6 zero crossings, a few samples, either side).
+RESAMPLE_MARGIN = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(src_rate: int, rate: int) -> torchaudio.transforms.Resample | None:
+    """One Resample per rate pair: its filter kernel is built once, not per window."""
+    return None if src_rate == rate else torchaudio.transforms.Resample(src_rate, rate)
 
 
 @torch.inference_mode()

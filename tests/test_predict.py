@@ -16,7 +16,7 @@ from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.cli import cli
 from sceneclf.features import FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier
-from sceneclf.predict import window_starts
+from sceneclf.predict import read_windows, window_starts
 
 CLASSES = ("alpha", "beta", "gamma", "delta")
 RATE = 16000
@@ -119,6 +119,21 @@ def test_windows_are_averaged_and_listed(model_file, recordings):
     with torch.inference_mode():
         direct = torch.softmax(model(torch.from_numpy(wave[24000:72000])[None]), 1)[0].numpy()
     assert probs[1] == pytest.approx(direct, abs=1e-5)
+
+
+def test_resampled_windows_match_resampling_the_whole_recording(tmp_path):
+    """Windows are read and resampled a batch-sized stretch at a time; the stretches' edges must not
+    show: every window equals the same stretch cut from the whole recording resampled at once."""
+    wave = scene(40.0, rate=44100, seed=5)
+    sf.write(tmp_path / "long44k.wav", wave, 44100, subtype="FLOAT")
+    whole = AF.resample(torch.from_numpy(wave), 44100, RATE).numpy()
+    cfg = AudioConfig()
+    starts = window_starts(len(whole), cfg.clip_samples)
+    got = [w for _, _, batch in read_windows(tmp_path / "long44k.wav", cfg, batch=4) for w in batch.numpy()]
+    assert len(got) == len(starts) > 8  # several stretches of 4 windows
+    for start, window in zip(starts, got):
+        expected = fit_length(whole[start:start + cfg.clip_samples], cfg.clip_samples, cfg.clip_samples)
+        assert np.abs(window - expected).max() < 1e-3, start
 
 
 def test_short_file_is_padded_like_training(model_file, recordings):
