@@ -4,7 +4,9 @@ leaves a half-written file where a reader looks."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,3 +33,28 @@ def write_text(target: Path, text: str) -> Path:
     with atomic_open(target, "w", encoding="utf-8") as f:
         f.write(text)
     return Path(target)
+
+
+STALE_AFTER_S = 3600.0  # far longer than any single write: a temporary this old lost its writer
+
+
+def sweep_stale(root: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove the temporaries (`.NAME.*.tmp` files and folders, as made by `atomic_open` and the
+    synthetic-data writer) that a killed process left under `root`; younger ones may belong to a
+    writer still at work and stay. Returns how many were removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than_s, 0
+    for path in root.rglob(".*.tmp"):
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+        except OSError:
+            pass  # gone already (another sweeper), or not ours to remove: leave it
+    return removed

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from sceneclf.atomic import sweep_stale
 from sceneclf.audio import AudioConfig, WaveformCache, atomic_save, file_key, load_cached
 from sceneclf.datasets import Manifest, load_manifest
 from sceneclf.errors import ConfigError, DataError
@@ -77,6 +78,7 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
     except OSError as exc:
         raise ConfigError(f"--cache-dir {cache_dir}: cannot use it as the cache folder "
                           f"({exc.strerror or exc})") from None
+    sweep_stale(cache_dir)  # temporaries of writers killed mid-write
     root = resolve_data(cfg, cache_dir)
     manifest = load_manifest(root, layout=cfg.layout, fold=cfg.fold, val_fraction=cfg.val_fraction,
                              test_fraction=cfg.test_fraction, seed=cfg.split_seed)

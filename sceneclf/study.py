@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from sceneclf.atomic import sweep_stale
 from sceneclf.errors import ConfigError
 from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData
@@ -166,6 +167,7 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
                           device=settings.device, epochs=study.user_attrs["sceneclf"]["epochs"])
     # Trial checkpoints a killed process left aside: the best one becomes best.pt, others go.
     promote_pending(study, objective.checkpoint_dir, tracker, parent)
+    sweep_stale(objective.checkpoint_dir)
     stop = Stop(target)
     callbacks = [objective.promote, stop]
     bar = _progress_bar(study, target) if progress else None

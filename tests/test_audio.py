@@ -66,3 +66,31 @@ def test_cache_hit_on_second_run_and_rebuild_when_corrupt(tmp_path):
     again.path_for(f).write_bytes(b"garbage")
     third = WaveformCache(tmp_path / "cache", CFG)
     assert np.array_equal(third.load(f), first) and third.misses == 1
+
+
+def test_preparing_sweeps_temporaries_a_killed_writer_left(tmp_path, tiny_data):
+    """A kill between writing a cache entry's temporary and renaming it leaves `.NAME.*.tmp`
+    behind; the next run removes those over an hour old and leaves younger ones (a writer that
+    may still be at work) alone."""
+    import os
+    import time
+
+    from sceneclf.features import FeatureConfig
+    from sceneclf.prepare import DataConfig, prepare
+
+    cache = tmp_path / "cache"
+    old_file = cache / "mel" / "ab" / ".abc.npy.x1y2.tmp"
+    old_dir = cache / "datasets" / ".synth-1.k3j4.tmp"
+    young = cache / "wave" / "cd" / ".cde.npy.z9.tmp"
+    for path in (old_file, young):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half a write")
+    (old_dir / "audio").mkdir(parents=True)
+    two_hours_ago = time.time() - 7200
+    for path in (old_file, old_dir):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    data = prepare(DataConfig(data=tiny_data), AudioConfig(), FeatureConfig(), cache)
+    assert len(data.splits["train"]) > 0
+    assert not old_file.exists() and not old_dir.exists()
+    assert young.exists()
+    assert not [p for p in cache.rglob("*.tmp") if p != young]  # the run itself left none
