@@ -195,6 +195,10 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
         study=req.study, storage=req.storage or DEFAULT_STORAGE,
         tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
         seed=req.seed + 1000 * req.worker_index, device=str(device))
+    if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
+        from sceneclf.tracking import Tracker
+
+        Tracker(settings.tracking_uri, settings.study)
     outcome = join_study(settings, lambda cfg: load_data(cfg, req.cache_dir, req.skip_bad, echo),
                          req.trials, req.timeout, echo, progress=req.progress, data=req.data)
     if outcome.stopped_because:

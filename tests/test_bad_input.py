@@ -301,3 +301,14 @@ def test_study_with_another_search_space(plain, tmp_path, monkeypatch):
 
 def test_table_has_at_least_twenty_kinds():
     assert len(CASES) + 1 >= 20
+
+
+def test_worker_with_unreachable_tracking_uri_stops_before_loading_data(plain, tmp_path, monkeypatch):
+    """A worker joining a study checks its MLflow store first: one line, no data prepared."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCENECLF_CACHE", str(tmp_path / "cache"))
+    storage = f"sqlite:///{tmp_path}/s.db"
+    res = CliRunner().invoke(cli, ["worker", "--study", "joined", "--storage", storage, "--data", str(plain),
+                                   "--trials", "1", "--no-progress", "--tracking-uri", "http://127.0.0.1:1"])
+    assert_one_line_error(res, ("--tracking-uri http://127.0.0.1:1", "not usable"))
+    assert not (tmp_path / "cache").exists()
