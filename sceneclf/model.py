@@ -16,6 +16,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from sceneclf.errors import BudgetError, ConfigError
 from sceneclf.features import FeatureConfig, FrontEnd
 
+# BatchNorm running statistics follow the weights faster than torch's 0.1: an epoch here is only
+# 10-40 optimiser steps, and with 0.1 the evaluation statistics lag the weights, which made the
+# validation accuracy jump by 7-10 points from epoch to epoch. Measured on the default data (three
+# trainings of 20 epochs): mean epoch-to-epoch change 0.084 -> 0.064, mean of the last five epochs
+# 0.711 -> 0.741, first-epoch accuracy 0.18 -> 0.22 (momentum 0.1 -> 0.3).
+BN_MOMENTUM = 0.3
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -78,7 +85,7 @@ class SceneCNN(nn.Module):
         for i, w in enumerate(cfg.widths):
             layers: list[nn.Module] = [
                 nn.Conv2d(cin, w, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False),
-                nn.BatchNorm2d(w),
+                nn.BatchNorm2d(w, momentum=BN_MOMENTUM),
                 nn.ReLU(inplace=True),
             ]
             if i < len(cfg.widths) - 1:
