@@ -24,8 +24,8 @@ from sceneclf.errors import ConfigError
 from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
-from sceneclf.search import (FINISHED, Objective, best_feasible, close_failed_runs, count_finished,
-                             make_pruner, make_sampler, open_storage, promote_pending, recover_dead_trials,
+from sceneclf.search import (DEFAULT_PRUNER, FINISHED, Objective, best_feasible, close_failed_runs,
+                             count_finished, make_pruner, make_sampler, open_storage, promote_pending, recover_dead_trials,
                              trial_value)
 from sceneclf.space import SearchSpace, parse_space
 
@@ -38,7 +38,7 @@ class SearchSettings:
     storage: str = "sqlite:///studies/sceneclf.db"
     tracking_uri: str | None = None  # None: no MLflow
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = DEFAULT_PRUNER
     epochs: int | None = None  # None: the space's [train] epochs
     seed: int = 0
     device: str = "cpu"

@@ -178,3 +178,31 @@ def test_retrain_best_registers_a_loadable_model(stores, tiny_data, tmp_path):
 def test_retrain_best_without_finished_trials(stores, tiny_data):
     res = CliRunner().invoke(cli, ["retrain-best", "--study", "nothing", "--storage", stores["storage"]])
     assert res.exit_code == 2 and "--study nothing: no such study" in res.output
+
+
+def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
+    """The CLI offers the pruners `make_pruner` knows, defaulting to DEFAULT_PRUNER; with it, in a
+    real study, a trial below the earlier ones is stopped within two epochs and a trial above them
+    runs to the end."""
+    from sceneclf.cli import search as search_cmd
+
+    option = next(p for p in search_cmd.params if p.name == "pruner")
+    assert tuple(option.type.choices) == search_mod.PRUNERS and option.default == search_mod.DEFAULT_PRUNER
+    study = optuna.create_study(direction="maximize", pruner=search_mod.make_pruner(search_mod.DEFAULT_PRUNER, 20))
+
+    def run(curve):
+        trial = study.ask()
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                return epoch
+        study.tell(trial, max(curve))
+        return len(curve)
+
+    for i in range(6):
+        assert run([0.3 + 0.02 * i + 0.02 * e for e in range(20)]) == 20  # startup: never pruned
+    assert run([0.1] * 20) <= 2
+    assert run([0.5 + 0.02 * e for e in range(20)]) == 20
+    for name in search_mod.PRUNERS:
+        assert isinstance(search_mod.make_pruner(name, 20), optuna.pruners.BasePruner)
