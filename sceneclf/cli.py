@@ -146,10 +146,11 @@ def study_options(f):
 @click.option("--max-params", type=click.IntRange(1), default=None,
               help="Parameter budget (overrides the space's [budget]; default 128000).")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "gp", "cmaes"]), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(["median", "percentile", "asha", "hyperband", "none"]), default="median", show_default=True,
-              help="median: stop a trial whose best accuracy so far is below the median of earlier trials "
-                   "at the same epoch (from epoch 2, after 3 trials); percentile: below their top "
-                   "quarter; asha: successive halving at epochs 1, 3, 9; hyperband; none.")
+@click.option("--pruner", type=click.Choice(["median", "percentile", "asha", "hyperband", "none"]),
+              default="median", show_default=True,
+              help="median: stop a trial whose best accuracy so far is below the median of earlier "
+                   "trials at the same epoch (from epoch 2, after 4 completed trials); percentile: "
+                   "below their top quarter; asha: successive halving at epochs 1, 3, 9; hyperband; none.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
