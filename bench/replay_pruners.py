@@ -1,0 +1,77 @@
+"""Replay the learning curves of `--pruner none` searches through candidate pruners.
+
+    python bench/replay_pruners.py STORAGE_FILE:STUDY [STORAGE_FILE:STUDY ...]
+
+Each recorded search is replayed in trial order into a fresh in-memory Optuna study per candidate:
+every epoch's validation accuracy is reported and `should_prune()` asked, as the objective does.
+Printed per search: epochs trained (and the fraction of the unpruned search's) and the best
+accuracy kept (and its difference). The sampler does not see the pruning here, so a real search
+differs (TPE reacts to pruned trials); use it to shortlist settings for `bench/run.py --only
+pruning`, not to replace it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+from optuna.trial import TrialState
+
+P = optuna.pruners
+CANDIDATES = {
+    "none": lambda: P.NopPruner(),
+    "median 4/1 n3 (shipped)": lambda: P.MedianPruner(n_startup_trials=4, n_warmup_steps=1, n_min_trials=3),
+    "median 3/1 n3": lambda: P.MedianPruner(n_startup_trials=3, n_warmup_steps=1, n_min_trials=3),
+    "median 5/3 (before)": lambda: P.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
+    "percentile 25 4/1 n3": lambda: P.PercentilePruner(25, n_startup_trials=4, n_warmup_steps=1, n_min_trials=3),
+    "successive halving 1/3": lambda: P.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    "hyperband 1/3": lambda: P.HyperbandPruner(min_resource=1, max_resource=20, reduction_factor=3),
+}
+
+
+def curves(storage_file: str, study: str) -> list[list[float] | None]:
+    """Per trial: its per-epoch values, or None for an over-budget trial (pruned untrained)."""
+    loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{storage_file}")
+    out: list[list[float] | None] = []
+    for t in loaded.trials:
+        if t.state == TrialState.COMPLETE:
+            out.append([t.intermediate_values[k] for k in sorted(t.intermediate_values)])
+        elif t.state == TrialState.PRUNED and not t.intermediate_values:
+            out.append(None)
+    return out
+
+
+def replay(recorded: list[list[float] | None], pruner: optuna.pruners.BasePruner) -> tuple[int, float]:
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    epochs, best = 0, 0.0
+    for curve in recorded:
+        trial = study.ask()
+        if curve is None:
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+            epochs += 1
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, max(curve))
+            best = max(best, max(curve))
+    return epochs, best
+
+
+def main(args: list[str]) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = [curves(*arg.rsplit(":", 1)) for arg in args]
+    ref = [replay(c, P.NopPruner()) for c in data]
+    for name, make in CANDIDATES.items():
+        cells = []
+        for recorded, (e0, b0) in zip(data, ref):
+            e, b = replay(recorded, make())
+            cells.append(f"{e:4d} ({e / e0:.2f}) {b:.3f} ({(b - b0) * 100:+.1f})")
+        print(f"{name:26s}", " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
