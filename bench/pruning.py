@@ -49,12 +49,12 @@ def run(ctx: Context) -> Section:
         gaps.append(none.best - pruned.best)
         test_gaps.append(tests[1] - tests[0])
         rows.append([str(seed), f"**{DEFAULT_PRUNER} / none**", "", "", "", "", f"**{ratios[-1]:.2f}**",
-                     f"**{-gaps[-1]:+.3f}**", f"**{-test_gaps[-1]:+.3f}**",
+                     f"**{-gaps[-1] + 0.0:+.3f}**", f"**{-test_gaps[-1] + 0.0:+.3f}**",
                      f"{pruned.measured.wall / none.measured.wall:.2f}"])
     ratio, gap, test_gap = mean(ratios), mean(gaps), mean(test_gaps)
     if len(seeds) > 1:
         rows.append(["mean", f"**{DEFAULT_PRUNER} / none**", "", "", "", "", f"**{ratio:.2f}**",
-                     f"**{-gap:+.3f}**", f"**{-test_gap:+.3f}**", ""])
+                     f"**{-gap + 0.0:+.3f}**", f"**{-test_gap + 0.0:+.3f}**", ""])
     sec.add(f"`sceneclf search --trials {trials} --seed S --sampler tpe --pruner {DEFAULT_PRUNER}|none` "
             f"on the default data and space, seeds {', '.join(map(str, seeds))}, epoch limit {epochs_limit} "
             "(the space's early stopping applies to both).", "")
