@@ -50,10 +50,26 @@ def test_short_training_beats_chance_clearly(prepared):
     model, result = train_model(FeatureConfig(noise=0.05), ModelConfig(widths=(16, 32, 48)), cfg,
                                 Budget(), prepared.splits["train"], prepared.splits["train"],
                                 prepared.frames)
-    # training accuracy on 15 classes: chance is 1/15 (measured 0.47-0.60 across seeds and builds)
+    # training accuracy on 15 classes: chance is 1/15 (0.633 here, the same at 1 and 2 threads)
     acc, _, _ = evaluate(model, prepared.splits["train"], prepared.frames)
-    assert acc > 0.3
+    assert acc > 0.5
     assert result.epochs_run == 12 and len(result.history) == 12
+
+
+def test_the_seed_alone_decides_a_training(prepared):
+    """Initial weights, shuffling, crops and noise all follow `TrainConfig.seed`, whatever the
+    global random state before: a trial trains the same in any process."""
+    train, val = prepared.splits["train"], prepared.splits["val"]
+
+    def losses(seed: int, global_seed: int) -> list[float]:
+        torch.manual_seed(global_seed)
+        cfg = TrainConfig(batch_size=16, epochs=2, early_stop=2, seed=seed)
+        _, result = train_model(FeatureConfig(noise=0.05), ModelConfig(widths=(8, 16)), cfg, Budget(),
+                                train, val, prepared.frames)
+        return [h[k] for h in result.history for k in ("train_loss", "val_loss")]
+
+    assert losses(3, global_seed=123) == losses(3, global_seed=456)
+    assert losses(3, global_seed=123) != losses(4, global_seed=123)
 
 
 def test_nan_loss_stops_at_once(prepared):
