@@ -54,7 +54,6 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
                                cache_dir or default_cache_dir(), skip_bad, echo=echo)
     out_html = (out_html or Path(f"{loaded.label}-{split}-confusion.html")).absolute()
     page = figure_html(ev.confusion_figure(result), offline=True)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out_html, page)
     run_id = None
     if loaded.run_id is not None or tracking_uri is not None:
@@ -131,7 +130,6 @@ def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
     page, figures = build_report(loaded, storage, tracking_uri or default_tracking_uri(), model,
                                  cache_dir or default_cache_dir(), echo=click.echo)
     out = (out or Path(f"report-{study}.html")).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, page)
     click.echo(f"report: {out} ({len(figures)} figures: {', '.join(figures)})")
 

@@ -25,8 +25,8 @@ from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
 from sceneclf.search import (DEFAULT_PRUNER, FINISHED, Objective, best_feasible, close_failed_runs,
-                             count_finished, make_pruner, make_sampler, open_storage, promote_pending, recover_dead_trials,
-                             trial_value)
+                             count_finished, make_pruner, make_sampler, open_storage, promote_pending,
+                             recover_dead_trials, trial_value)
 from sceneclf.space import SearchSpace, parse_space
 
 Echo = Callable[[str], None]
