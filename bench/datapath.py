@@ -131,6 +131,37 @@ def split_epoch(model: SceneClassifier, opt: torch.optim.Optimizer, train: MelSe
     return parts
 
 
+def ours_epochs(data, features: FeatureConfig, model_cfg: ModelConfig, epochs: int) -> list[float]:
+    """Seconds of each epoch of our pipeline (cached mels, batched front end) on prepared data."""
+    torch.manual_seed(0)
+    model = SceneClassifier(features, model_cfg)
+    model.frontend.fit_stats(data.splits["train"].mels)
+    seconds: list[float] = []
+    fit(model, data.splits["train"], data.splits["val"],
+        TrainConfig(batch_size=BATCH, epochs=epochs, early_stop=epochs + 1), data.frames,
+        on_epoch=lambda e, m: seconds.append(m["seconds"]))
+    return seconds
+
+
+def seed_style(data, audio: AudioConfig, features: FeatureConfig, model_cfg: ModelConfig) -> tuple:
+    """(model, optimiser, training loader, validation loader) of the seed-style pipeline over the
+    same clips' files, normalised like ours; each `seed_epoch(*it)` is one epoch."""
+    index = {c: i for i, c in enumerate(data.classes)}
+    items = {s: [(str(c.path), index[c.label]) for c in data.manifest.clips if c.split == s]
+             for s in ("train", "val")}
+    torch.manual_seed(0)
+    model = SceneClassifier(features, model_cfg)
+    model.frontend.fit_stats(data.splits["train"].mels)  # same normalisation as ours
+    mean, std = model.frontend.mean, model.frontend.std
+    train_loader = torch.utils.data.DataLoader(
+        SeedStyleDataset(items["train"], audio, features, mean, std, train=True),
+        batch_size=BATCH, shuffle=True, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(
+        SeedStyleDataset(items["val"], audio, features, mean, std, train=False),
+        batch_size=128, shuffle=False, num_workers=0)
+    return model, torch.optim.Adam(model.cnn.parameters(), lr=3e-3), train_loader, val_loader
+
+
 def run(ctx: Context) -> Section:
     sec = Section("1. Data path: seed-style per-item decode + features against cached mels + batched front end")
     seed_epochs, our_epochs = (2, 3) if ctx.quick else (3, 6)
@@ -159,34 +190,15 @@ def run(ctx: Context) -> Section:
     shutil.rmtree(cold, ignore_errors=True)
 
     ctx.say(f"  ours: fit for {our_epochs} epochs")
-    torch.manual_seed(0)
-    ours = SceneClassifier(features, model_cfg)
-    ours.frontend.fit_stats(cold_data.splits["train"].mels)
-    seconds: list[float] = []
-    fit(ours, cold_data.splits["train"], cold_data.splits["val"],
-        TrainConfig(batch_size=BATCH, epochs=our_epochs, early_stop=our_epochs + 1), data.frames,
-        on_epoch=lambda e, m: seconds.append(m["seconds"]))
+    seconds = ours_epochs(cold_data, features, model_cfg, our_epochs)
     ours_first = t_cold.seconds + seconds[0]
     n_clips = len(cold_data.manifest.clips)
     ours_later = median(seconds[1:])
 
     # -- seed style ------------------------------------------------------------------------------
     ctx.say(f"  seed style: {seed_epochs} epochs")
-    index = {c: i for i, c in enumerate(data.classes)}
-    items = {s: [(str(c.path), index[c.label]) for c in data.manifest.clips if c.split == s]
-             for s in ("train", "val")}
-    torch.manual_seed(0)
-    seed_model = SceneClassifier(features, model_cfg)
-    seed_model.frontend.fit_stats(train.mels)  # same normalisation as ours
-    mean, std = seed_model.frontend.mean, seed_model.frontend.std
-    train_loader = torch.utils.data.DataLoader(
-        SeedStyleDataset(items["train"], audio, features, mean, std, train=True),
-        batch_size=BATCH, shuffle=True, num_workers=0)
-    val_loader = torch.utils.data.DataLoader(
-        SeedStyleDataset(items["val"], audio, features, mean, std, train=False),
-        batch_size=128, shuffle=False, num_workers=0)
-    opt = torch.optim.Adam(seed_model.cnn.parameters(), lr=3e-3)
-    seed_times = [seed_epoch(seed_model, opt, train_loader, val_loader) for _ in range(seed_epochs)]
+    seed_run = seed_style(data, audio, features, model_cfg)
+    seed_times = [seed_epoch(*seed_run) for _ in range(seed_epochs)]
     seed_first, seed_later = seed_times[0], median(seed_times[1:])
 
     ratio = seed_later / ours_later
@@ -204,14 +216,8 @@ def run(ctx: Context) -> Section:
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        seed_1 = median([seed_epoch(seed_model, opt, train_loader, val_loader) for _ in range(2)])
-        torch.manual_seed(0)
-        ours_1_model = SceneClassifier(features, model_cfg)
-        ours_1_model.frontend.fit_stats(train.mels)
-        secs_1: list[float] = []
-        fit(ours_1_model, train, val, TrainConfig(batch_size=BATCH, epochs=3, early_stop=4), data.frames,
-            on_epoch=lambda e, m: secs_1.append(m["seconds"]))
-        ours_1 = median(secs_1[1:])
+        seed_1 = median([seed_epoch(*seed_run) for _ in range(2)])
+        ours_1 = median(ours_epochs(data, features, model_cfg, 3)[1:])
     finally:
         torch.set_num_threads(saved)
     sec.table(["1 thread (a `--jobs 2` worker)", "epoch after the first (median)"],
@@ -285,25 +291,9 @@ def recorded_format_pair(ctx: Context, data, audio: AudioConfig, features: Featu
     cache = ctx.tmp / "recorded-cache"
     shutil.rmtree(cache, ignore_errors=True)
     prepared = prepare(DataConfig(data=str(root)), audio, FeatureConfig(), cache)
-    train, val = prepared.splits["train"], prepared.splits["val"]
-    torch.manual_seed(0)
-    ours = SceneClassifier(features, model_cfg)
-    ours.frontend.fit_stats(train.mels)
-    seconds: list[float] = []
-    fit(ours, train, val, TrainConfig(batch_size=BATCH, epochs=our_epochs, early_stop=our_epochs + 1),
-        prepared.frames, on_epoch=lambda e, m: seconds.append(m["seconds"]))
-    index = {c: i for i, c in enumerate(prepared.classes)}
-    items = {s: [(str(c.path), index[c.label]) for c in prepared.manifest.clips if c.split == s]
-             for s in ("train", "val")}
-    torch.manual_seed(0)
-    seed_model = SceneClassifier(features, model_cfg)
-    seed_model.frontend.fit_stats(train.mels)
-    mean, std = seed_model.frontend.mean, seed_model.frontend.std
-    loaders = [torch.utils.data.DataLoader(
-        SeedStyleDataset(items[s], audio, features, mean, std, train=s == "train"),
-        batch_size=BATCH if s == "train" else 128, shuffle=s == "train", num_workers=0) for s in ("train", "val")]
-    opt = torch.optim.Adam(seed_model.cnn.parameters(), lr=3e-3)
-    seed_times = [seed_epoch(seed_model, opt, *loaders) for _ in range(seed_epochs)]
+    seconds = ours_epochs(prepared, features, model_cfg, our_epochs)
+    seed_run = seed_style(prepared, audio, features, model_cfg)
+    seed_times = [seed_epoch(*seed_run) for _ in range(seed_epochs)]
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
     return median(seed_times[1:]), median(seconds[1:])
