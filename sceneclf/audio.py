@@ -48,6 +48,15 @@ class AudioConfig:
         return int(round(self.max_seconds * self.sample_rate))
 
 
+def check_values(path: Path, data: np.ndarray) -> None:
+    """Raise DataError, naming the file, for decoded samples no spectrogram can use."""
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: audio holds NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_SAMPLE:  # a spectrogram of it would overflow to infinity
+        raise DataError(f"{path}: sample values up to {peak:.3g}, far outside -1..1")
+
+
 def read_audio(path: Path, cfg: AudioConfig) -> np.ndarray:
     """Decode `path` to a mono float32 waveform at `cfg.sample_rate`, padded to at least the clip
     length and cut to at most `cfg.max_seconds` (centre part).
@@ -69,11 +78,7 @@ def read_audio(path: Path, cfg: AudioConfig) -> np.ndarray:
         raise DataError(f"{path}: cannot decode audio ({reason})") from None
     if data.size == 0:
         raise DataError(f"{path}: audio file holds no samples")
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: audio holds NaN or infinite samples")
-    peak = float(np.abs(data).max())
-    if peak > MAX_SAMPLE:  # a spectrogram of it would overflow to infinity
-        raise DataError(f"{path}: sample values up to {peak:.3g}, far outside -1..1")
+    check_values(path, data)
     mono = data.mean(axis=1)
     if rate != cfg.sample_rate:
         mono = AF.resample(torch.from_numpy(mono), rate, cfg.sample_rate).numpy()

@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from sceneclf.audio import AudioConfig, fit_length
+from sceneclf.audio import AudioConfig, check_values, fit_length
 from sceneclf.errors import DataError
 from sceneclf.model import SceneClassifier
 
@@ -108,8 +108,7 @@ def read_windows(path: Path, cfg: AudioConfig,
                 raise DataError(f"{path}: cannot decode audio at {group[0] / rate:.1f} s ({_reason(exc)})") from None
             if data.size == 0:
                 raise DataError(f"{path}: no samples could be read at {group[0] / rate:.1f} s")
-            if not np.isfinite(data).all():
-                raise DataError(f"{path}: audio holds NaN or infinite samples")
+            check_values(path, data)
             wave = torch.from_numpy(data.mean(axis=1))
             offset = src_start
             if resample is not None:

@@ -146,6 +146,18 @@ def test_short_file_is_padded_like_training(model_file, recordings):
     assert [got[c] for c in CLASSES] == pytest.approx(direct.tolist(), abs=1e-5)
 
 
+def test_samples_far_outside_the_audio_range_get_an_error_row(model_file, tmp_path):
+    """As in training (`read_audio`), absurd sample values are refused by name, not turned into
+    NaN probabilities; the other files still get theirs."""
+    sf.write(tmp_path / "absurd.wav", np.full(3 * RATE, 1e30, dtype="float32"), RATE, subtype="FLOAT")
+    sf.write(tmp_path / "fine.wav", scene(3.0, seed=6), RATE, subtype="FLOAT")
+    res = run(model_file[0], tmp_path / "absurd.wav", tmp_path / "fine.wav", "--format", "json")
+    assert res.exit_code == 1
+    absurd, fine = json.loads(res.stdout)
+    assert "far outside -1..1" in absurd["error"]
+    assert all(np.isfinite(t["probability"]) for t in fine["top"])
+
+
 def test_table_and_csv_output_and_errors(model_file, recordings, tmp_path):
     res = run(model_file[0], recordings / "field.flac", recordings / "broken.wav", tmp_path / "missing.wav")
     assert res.exit_code == 1
