@@ -1,6 +1,5 @@
 """Training, caching and the train command on the tiny synthetic data set."""
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -9,7 +8,6 @@ from click.testing import CliRunner
 from sceneclf.audio import AudioConfig
 from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
-from sceneclf.errors import DataError
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig
 from sceneclf.prepare import DataConfig, prepare
