@@ -63,6 +63,7 @@ class Context:
     cache_dir: Path
     tmp: Path
     log_file: Path | None = None
+    seeds: tuple[int, ...] | None = None  # benchmark 3's seeds, when not its own default
     _data: object = None
 
     def data(self):

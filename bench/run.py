@@ -41,6 +41,17 @@ def append(path: Path, text: str) -> None:
         f.write(text)
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """'4-7' or '0,2,5' -> seeds."""
+    try:
+        if "-" in text:
+            first, last = (int(x) for x in text.split("-"))
+            return tuple(range(first, last + 1))
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give A-B or A,B,... (whole numbers)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller counts (minutes instead of an hour)")
@@ -50,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="sceneclf cache (default: sceneclf's own, $SCENECLF_CACHE or ~/.cache/sceneclf)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="file to append to")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs, studies)")
+    ap.add_argument("--seeds", type=seed_list, default=None, metavar="A-B|A,B,...",
+                    help="seeds of benchmark 3 (pruning) instead of its own, e.g. 4-7")
     args = ap.parse_args(argv)
 
     from sceneclf.prepare import default_cache_dir
 
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     tmp = Path(tempfile.mkdtemp(prefix="sceneclf-bench-"))
-    ctx = Context(quick=args.quick, cache_dir=(args.cache_dir or default_cache_dir()).resolve(), tmp=tmp)
+    ctx = Context(quick=args.quick, cache_dir=(args.cache_dir or default_cache_dir()).resolve(), tmp=tmp,
+                  seeds=args.seeds)
     given = sys.argv[1:] if argv is None else argv
     command = "python bench/run.py" + (" " + shlex.join(given) if given else "")
     started = dt.datetime.now().astimezone()
