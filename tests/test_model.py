@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from sceneclf.errors import BudgetError, ConfigError
 from sceneclf.features import FeatureConfig
@@ -49,3 +50,29 @@ def test_invalid_model_config():
         ModelConfig(kernel_size=4)
     with pytest.raises(ConfigError, match="widths"):
         ModelConfig(widths=())
+
+
+def test_blocks_compute_conv_bn_relu_then_pool_exactly():
+    """The blocks pool before their ReLU for speed; outputs and gradients must be those of the
+    textbook Conv-BN-ReLU-MaxPool order, bit for bit (fails if BatchNorm or the pool move)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(widths=(8, 16), n_classes=4, dropout=0.0)
+    ours = SceneCNN(cfg).train()
+    textbook = []
+    for i, block in enumerate(ours.blocks):
+        conv, bn = block[0], block[1]
+        layers = [conv, bn, nn.ReLU()] + ([nn.MaxPool2d(2, ceil_mode=True)] if i == 0 else [])
+        textbook.append(nn.Sequential(*layers))
+    x = torch.randn(4, 2, 40, 31)
+
+    def run(blocks):
+        out = ours.head(ours.pool(blocks(x.contiguous(memory_format=torch.channels_last))).flatten(1))
+        grads = torch.autograd.grad(out.pow(2).sum(), list(ours.parameters()))
+        return out, grads
+
+    bn_state = {k: v.clone() for k, v in ours.state_dict().items()}
+    out_a, grads_a = run(ours.blocks)
+    ours.load_state_dict(bn_state)  # the same running statistics for the second pass
+    out_b, grads_b = run(nn.Sequential(*textbook))
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
