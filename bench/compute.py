@@ -68,6 +68,8 @@ class Variant:
     channels_last: bool = False  # the weights too (the input is channels_last since 7c02395)
     nchw: bool = False  # the CNN on plain NCHW input, as before 7c02395
     compile: bool = False
+    relu_first: bool = False  # Conv-BN-ReLU-MaxPool blocks, as before 3767e37 (now Conv-BN-MaxPool-ReLU)
+    adam: str = "for-loop"  # torch's default on the CPU; or "foreach", "fused"
 
 
 def nchw_forward(cnn) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -85,10 +87,15 @@ class Runner:
         self.model.frontend.fit_stats(data.splits["train"].mels)
         if v.channels_last:
             self.model.cnn.to(memory_format=torch.channels_last)
+        if v.relu_first:
+            for block in self.model.cnn.blocks:
+                if len(block) == 4:  # conv, bn, pool, relu -> conv, bn, relu, pool
+                    block[2], block[3] = block[3], block[2]
         self.cnn = torch.compile(self.model.cnn) if v.compile else self.model.cnn
         if v.nchw:
             self.cnn = nchw_forward(self.model.cnn)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=3e-3)
+        choice = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=3e-3, **choice[v.adam])
         self.gen = torch.Generator().manual_seed(seed)
 
     def train_pass(self) -> float:
@@ -149,7 +156,11 @@ def measure_model(ctx: Context, label: str, model_cfg: ModelConfig, data, thread
     variants = [Variant(f"as shipped ({threads} threads, batch 32)", threads)]
     if threads != 1:
         variants.append(Variant("1 thread", 1))
-    variants += [Variant("NCHW input (before 7c02395)", threads, nchw=True),
+    variants += [Variant("ReLU before the pool (before 3767e37)", threads, relu_first=True),
+                 Variant("ReLU before the pool (before 3767e37), 1 thread", 1, relu_first=True),
+                 Variant("Adam foreach", threads, adam="foreach"),
+                 Variant("Adam fused", threads, adam="fused"),
+                 Variant("NCHW input (before 7c02395)", threads, nchw=True),
                  Variant("NCHW input (before 7c02395), 1 thread", 1, nchw=True),
                  Variant("weights channels_last too, 1 thread", 1, channels_last=True),
                  Variant("batch 64", threads, batch=64),
