@@ -13,6 +13,7 @@ pruning`, not to replace it.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -26,6 +27,8 @@ CANDIDATES = {
     "percentile 25 4/1 n3": lambda: P.PercentilePruner(25, n_startup_trials=4, n_warmup_steps=1, n_min_trials=3),
     "successive halving 1/3": lambda: P.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
     "hyperband 1/3": lambda: P.HyperbandPruner(min_resource=1, max_resource=20, reduction_factor=3),
+    "patient(median 4/1 n3, 1)": lambda: P.PatientPruner(
+        P.MedianPruner(n_startup_trials=4, n_warmup_steps=1, n_min_trials=3), patience=1),
 }
 
 
@@ -63,6 +66,7 @@ def replay(recorded: list[list[float] | None], pruner: optuna.pruners.BasePruner
 
 def main(args: list[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # PatientPruner
     data = [curves(*arg.rsplit(":", 1)) for arg in args]
     ref = [replay(c, P.NopPruner()) for c in data]
     for name, make in CANDIDATES.items():
