@@ -181,14 +181,28 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def tree_rss_kib(root: int) -> int:
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared with other processes (torch's libraries, mapped by
+    every worker) count a share each, so a tree's sum counts them once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory_kib(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) over `root` and its descendants."""
     kids = _children()
-    total, todo = 0, [root]
+    rss, pss, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
-        total += _rss_kib(pid)
+        rss += _rss_kib(pid)
+        pss += _pss_kib(pid)
         todo.extend(kids.get(pid, []))
-    return total
+    return rss, pss
 
 
 @dataclass
@@ -197,6 +211,7 @@ class Measured:
     returncode: int
     wall: float
     peak_tree_mib: float  # sum of RSS over the process and all its descendants, sampled
+    peak_tree_pss_mib: float  # the same with PSS (shared pages counted once), sampled
     max_single_mib: float  # the largest single process's peak RSS, from the kernel (GNU time %M)
     log: Path
 
@@ -220,7 +235,7 @@ class Watched:
         self.start = time.perf_counter()
         self.proc = subprocess.Popen(wrapped, cwd=cwd, env=env, stdout=self._out,
                                      stderr=subprocess.STDOUT)
-        self.peak = 0
+        self.peak = self.peak_pss = 0
         self._done = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._waiter = threading.Thread(target=self._wait, daemon=True)
@@ -229,7 +244,8 @@ class Watched:
 
     def _sample(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, tree_rss_kib(self.proc.pid))
+            rss, pss = tree_memory_kib(self.proc.pid)
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             self._done.wait(0.2)
 
     def _wait(self) -> None:
@@ -247,7 +263,7 @@ class Watched:
         except (OSError, ValueError, IndexError):
             max_rss = float("nan")
         return Measured(self.command, self.proc.returncode, self.wall, self.peak / 1024,
-                        max_rss / 1024, self.log)
+                        self.peak_pss / 1024, max_rss / 1024, self.log)
 
 
 # -- searches as subprocesses ----------------------------------------------------------------

@@ -5,8 +5,10 @@ on (to a log file), the data cache warm (`$SCENECLF_CACHE` set to the suite's ca
 Run twice, one after the other: as typed, and with `--jobs 2` (two worker processes, one thread
 each, sharing the study and the trial count).
 
-Peak memory: the sum of RSS over the command's process tree (all workers), sampled every 0.2 s,
-and the kernel's peak RSS of the largest single process (`/usr/bin/time -f %M`).
+Peak memory: the sum of RSS over the command's process tree (all workers), sampled every 0.2 s
+(the goal is judged on this, the larger figure); the same sum of PSS, which counts pages the
+processes share (torch's libraries, some 300 MiB per process) once; and the kernel's peak RSS of
+the largest single process (`/usr/bin/time -f %M`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def run(ctx: Context) -> Section:
     rows = [
         ["wall time"] + [fmt_s(r.measured.wall) for r in runs],
         ["peak memory, whole process tree (sampled)"] + [f"{r.measured.peak_tree_mib:.0f} MiB" for r in runs],
+        ["the same as PSS (pages shared between processes counted once)"]
+        + [f"{r.measured.peak_tree_pss_mib:.0f} MiB" for r in runs],
         ["peak memory, largest single process (kernel, GNU time)"] + [f"{r.measured.max_single_mib:.0f} MiB" for r in runs],
         ["best validation accuracy"] + [f"{r.best:.3f}" for r in runs],
         ["trials: completed / pruned / over budget"] + [f"{r.complete} / {r.pruned} / {r.over_budget}" for r in runs],
