@@ -171,22 +171,11 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _rss_kib(pid: int) -> int:
+def _proc_kib(pid: int, file: str, key: str) -> int:
+    """A `key: N kB` field of /proc/PID/FILE, 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _pss_kib(pid: int) -> int:
-    """Proportional set size: pages shared with other processes (torch's libraries, mapped by
-    every worker) count a share each, so a tree's sum counts them once."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -194,13 +183,15 @@ def _pss_kib(pid: int) -> int:
 
 
 def tree_memory_kib(root: int) -> tuple[int, int]:
-    """(sum of RSS, sum of PSS) over `root` and its descendants."""
+    """(sum of RSS, sum of PSS) over `root` and its descendants. PSS, the proportional set size,
+    counts a share of each page mapped by several processes (torch's libraries, mapped by every
+    worker), so a tree's sum counts those pages once."""
     kids = _children()
     rss, pss, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
-        rss += _rss_kib(pid)
-        pss += _pss_kib(pid)
+        rss += _proc_kib(pid, "status", "VmRSS:")
+        pss += _proc_kib(pid, "smaps_rollup", "Pss:")
         todo.extend(kids.get(pid, []))
     return rss, pss
 
