@@ -34,8 +34,9 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "percentile", "asha", "hyperband", "none")
 # The default pruner, chosen by bench/run.py --only pruning (bench/RESULTS.md): with the early
 # stopping every trial has anyway, MedianPruner(n_startup_trials=5, n_warmup_steps=3) saved few
-# epochs; from the fifth trial and the second epoch on, it halves them (starting after 3 trials
-# pruned harder but lost the best trial in one seed of two).
+# epochs; from the fifth trial and the second epoch on, it trained 0.42 of the epochs over eight
+# seeds, for 0.6 points of best validation accuracy and 1.8 of test accuracy on average (starting
+# after 3 trials pruned harder but lost the best trial in one seed of two).
 DEFAULT_PRUNER = "median"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
