@@ -22,8 +22,10 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Context, Section, Timer, fmt_s, median
+from bench.compute import matmul_gflops
 from sceneclf.audio import AudioConfig
 from sceneclf.features import LOG_EPS, FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier
@@ -243,7 +245,7 @@ def run(ctx: Context) -> Section:
 
     # -- issue 2: where our epoch goes -----------------------------------------------------------
     ctx.say("  ours: split of the epoch into data / features / model")
-    rows, share_noise = [], None
+    rows, share_noise, p_noise = [], None, {}
     for noise in (NOISE, 0.0):
         torch.manual_seed(0)
         model = SceneClassifier(FeatureConfig(noise=noise), model_cfg)
@@ -256,7 +258,7 @@ def run(ctx: Context) -> Section:
         other = max(0.0, p["epoch"] - p["data"] - p["features"] - p["model"])
         share = (p["data"] + p["features"]) / p["epoch"]
         if noise == NOISE:
-            share_noise = share
+            share_noise, p_noise = share, p
         rows.append([f"noise {noise}", fmt_s(p["epoch"]),
                      f"{p['data'] * 1000:.0f} ms ({p['data'] / p['epoch']:.1%})",
                      f"{p['features'] * 1000:.0f} ms ({p['features'] / p['epoch']:.1%})",
@@ -271,7 +273,56 @@ def run(ctx: Context) -> Section:
             "Clips/s counts training and validation clips.", "")
     sec.goal("1 data path (issue 2): data + features share of an epoch after the first",
              f"{share_noise:.1%} (noise {NOISE})", "< 10 %", share_noise < 0.10)
+
+    # -- how far the ratio can go: both pipelines run the same model step ------------------------
+    ctx.say("  ours: the convolutions' share of the model step (torch.profiler)")
+    torch.manual_seed(0)
+    model = SceneClassifier(FeatureConfig(noise=NOISE), model_cfg)
+    model.frontend.fit_stats(train.mels)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    split_epoch(model, opt, train, val, data.frames, gen)  # warm-up
+    conv, conv_gflops = conv_share(lambda: split_epoch(model, opt, train, val, data.frames, gen))
+    peak = matmul_gflops(torch.get_num_threads())
+    model_s = p_noise["model"]
+    rest_of_seed = max(0.0, seed_later - model_s)  # its decode + features + DataLoader
+    conv_s = conv * model_s
+
+    def ceiling(ours_s: float, model_step_s: float) -> str:
+        return f"{(rest_of_seed + model_step_s) / ours_s:.1f}x"
+
+    conv_row = (f"besides, only the convolutions cost time ({conv:.0%} of the model step; "
+                f"{conv_gflops:.0f} GFLOP/s)")
+    sec.table(["seed / ours if ... (both pipelines run the same model step)", "ratio"],
+              [["as measured (our epoch as timed in the split above)", ceiling(p_noise["epoch"], model_s)],
+               ["our data and features cost nothing", ceiling(model_s, model_s)],
+               [conv_row, ceiling(conv_s, conv_s)],
+               [f"besides, the convolutions ran at the matmul peak ({peak:.0f} GFLOP/s)",
+                ceiling(conv_s * conv_gflops / peak, conv_s * conv_gflops / peak)]])
+    sec.add("The seed-style epoch spends its time outside the model step on decoding and features "
+            f"({fmt_s(rest_of_seed)} here); a ratio of 5x needs that to be 4 times our whole epoch. "
+            "The convolutions' time is torch.profiler's self time of `aten::mkldnn_convolution` "
+            "and `aten::convolution_backward` over one epoch, their FLOPs `torch.utils.flop_counter`'s; "
+            "the matmul peak is bench 2's (1024 x 1024 float32), measured here.", "")
     return sec
+
+
+def conv_share(run_epoch) -> tuple[float, float]:
+    """(fraction of the model time of a `split_epoch` call (`run_epoch`) spent in convolutions,
+    forward and backward; their GFLOP/s): times from torch.profiler's self times of those
+    operators, FLOPs from `torch.utils.flop_counter` over a second call (the same work)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        parts = run_epoch()
+    seconds = sum(e.self_cpu_time_total for e in prof.key_averages()
+                  if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward")) / 1e6
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run_epoch()
+    counts = counter.get_flop_counts()["Global"]
+    flops = sum(n for op, n in counts.items() if "convolution" in str(op))
+    return seconds / parts["model"], flops / seconds / 1e9
 
 
 def recorded_format_pair(ctx: Context, data, audio: AudioConfig, features: FeatureConfig,
