@@ -233,23 +233,32 @@ def child_passes(cache_dir: str, widths: str, passes: int) -> None:
     print(json.dumps({"threads": torch.get_num_threads(), "seconds": [r.train_pass() for _ in range(passes)]}))
 
 
-def omp_env_variants(ctx: Context, cfg: ModelConfig, rounds: int) -> list[tuple[str, float]]:
-    """Baseline training passes in child processes under different OpenMP settings, alternated."""
+# Process-environment settings compared in child processes (OpenMP reads its settings when torch
+# loads; sceneclf sets its malloc thresholds on import unless the environment has any malloc setting,
+# so an empty GLIBC_TUNABLES gives glibc's own behaviour without changing it).
+ENV_VARIANTS = {
+    "as shipped (OMP_WAIT_POLICY=PASSIVE, malloc keeps freed memory), 2 threads": {},
+    "OMP_WAIT_POLICY=ACTIVE (spinning; the default before 030e353), 2 threads": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "as shipped, OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
+    "glibc's malloc defaults (as before sceneclf.runtime.keep_freed_memory), 2 threads": {"GLIBC_TUNABLES": ""},
+}
+CLEARED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GLIBC_TUNABLES")
+
+
+def env_variants(ctx: Context, cfg: ModelConfig, rounds: int,
+                 envs: dict[str, dict[str, str]]) -> list[tuple[str, float]]:
+    """Training passes of the baseline in child processes under different environments,
+    alternated; (setting, median seconds per pass)."""
     import json
     import subprocess
     import sys
 
-    envs = {
-        "OMP_WAIT_POLICY=ACTIVE (spinning; the default before 030e353), 2 threads": {"OMP_WAIT_POLICY": "ACTIVE"},
-        "as shipped (PASSIVE, set by sceneclf since 030e353), 2 threads": {},
-        "as shipped, OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
-    }
     times: dict[str, list[float]] = {k: [] for k in envs}
     widths = ",".join(map(str, cfg.widths))
     for i in range(rounds):
         for name, extra in envs.items():
-            ctx.say(f"  child process, round {i + 1}/{rounds}: {name}")
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            ctx.say(f"  child process, widths {widths}, round {i + 1}/{rounds}: {name}")
+            env = {k: v for k, v in os.environ.items() if k not in CLEARED and not k.startswith("MALLOC_")}
             out = subprocess.run([sys.executable, "-m", "bench.compute", str(ctx.cache_dir), widths, "2"],
                                  env={**env, **extra}, capture_output=True, text=True, check=True,
                                  cwd=Path(__file__).resolve().parent.parent)
@@ -283,16 +292,19 @@ def run(ctx: Context) -> Section:
         sec.goal(f"2 compute ({m.label}): best variant ({best_name})", f"{best_share:.1%}",
                  ">= 25 %", best_share >= 0.25)
 
-    ctx.say("  OpenMP settings in child processes")
-    env_rows = omp_env_variants(ctx, models[0][1], 2 if ctx.quick else 3)
-    base_env = env_rows[0][1]
-    pass_flops = measured[0].pass_flops
-    sec.add("**OpenMP environment** (default model; each setting in its own process, since OpenMP reads "
-            "it when torch loads; processes alternated). The in-process variants above run with the "
-            f"suite's own setting, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.", "")
-    sec.table(["setting", "training pass (median)", "speed vs ACTIVE", "GFLOP/s", "of matmul peak"],
-              [[name, fmt_s(t), f"{base_env / t:.2f}x", f"{pass_flops / t / 1e9:.1f}",
-                f"{pass_flops / t / 1e9 / peak:.1%}"] for name, t in env_rows])
+    ctx.say("  process settings (OpenMP, malloc) in child processes")
+    rounds = 2 if ctx.quick else 3
+    env_rows = [(label, name, t) for label, cfg in models
+                for name, t in env_variants(ctx, cfg, rounds, ENV_VARIANTS if cfg is models[0][1] else
+                                            {k: v for k, v in ENV_VARIANTS.items() if "malloc" in k})]
+    shipped = {label: t for label, name, t in env_rows if name.startswith("as shipped (")}
+    flops = {m.label: m.pass_flops for m in measured}
+    sec.add("**Process settings** (each in its own process, since OpenMP reads its settings when "
+            "torch loads and sceneclf sets malloc's on import; processes alternated). The "
+            "in-process variants above run with the suite's own settings.", "")
+    sec.table(["model", "setting", "training pass (median)", "speed vs as shipped", "GFLOP/s", "of matmul peak"],
+              [[label, name, fmt_s(t), f"{shipped[label] / t:.2f}x", f"{flops[label] / t / 1e9:.1f}",
+                f"{flops[label] / t / 1e9 / peak:.1%}"] for label, name, t in env_rows])
 
     ctx.say("  evaluation: inference_mode / no_grad / autograd on")
     torch.manual_seed(0)
