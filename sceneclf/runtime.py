@@ -43,18 +43,3 @@ def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 <
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) & bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
-
-
-def release_freed_memory() -> bool:
-    """Hand the heap's free pages back to the kernel (glibc's `malloc_trim`): between trials, so
-    that keeping freed memory within a training does not add up across trials of different
-    shapes. Measured over `sceneclf search --trials 50`: peak memory 2.44 GB without it, against
-    1.75 GB with glibc's defaults (bench/RESULTS.md). Returns whether anything was released."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return bool(malloc_trim(0))

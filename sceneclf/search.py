@@ -25,7 +25,6 @@ from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.errors import ConfigError
 from sceneclf.model import Budget, count_macs, count_params, summarize
 from sceneclf.prepare import PreparedData
-from sceneclf.runtime import release_freed_memory
 from sceneclf.space import SearchSpace, TrialConfigs, sample
 from sceneclf.train import NonFiniteLossError, train_model
 
@@ -138,8 +137,6 @@ class Objective:
             except Exception:
                 pass  # the store itself is failing: Optuna still marks the trial failed
             raise
-        finally:
-            release_freed_memory()  # what this trial's training kept for reuse (sceneclf/runtime.py)
 
     def _run(self, trial: optuna.Trial) -> float:
         cfgs = sample(trial, self.space, len(self.data.classes), seed=self.seed + trial.number)
