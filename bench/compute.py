@@ -233,14 +233,17 @@ def child_passes(cache_dir: str, widths: str, passes: int) -> None:
     print(json.dumps({"threads": torch.get_num_threads(), "seconds": [r.train_pass() for _ in range(passes)]}))
 
 
-# Process-environment settings compared in child processes (OpenMP reads its settings when torch
-# loads; sceneclf sets its malloc thresholds on import unless the environment has any malloc setting,
-# so an empty GLIBC_TUNABLES gives glibc's own behaviour without changing it).
+# Process-environment settings compared in child processes (OpenMP and glibc's malloc read theirs
+# when the process starts). The malloc row keeps freed memory in the heap for the next batch instead
+# of glibc's mmap/unmap of large blocks: 1.1-1.5x per training step, 5-7 % end to end, but 200-270 MiB
+# more per process, which put `search --jobs 2` at 3.0 GB (bench/RESULTS.md, 2026-11-24 08:05-09:16);
+# not shipped, measured here so the trade stays visible.
 ENV_VARIANTS = {
-    "as shipped (OMP_WAIT_POLICY=PASSIVE, malloc keeps freed memory), 2 threads": {},
+    "as shipped (OMP_WAIT_POLICY=PASSIVE, glibc's malloc), 2 threads": {},
     "OMP_WAIT_POLICY=ACTIVE (spinning; the default before 030e353), 2 threads": {"OMP_WAIT_POLICY": "ACTIVE"},
     "as shipped, OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
-    "glibc's malloc defaults (as before sceneclf.runtime.keep_freed_memory), 2 threads": {"GLIBC_TUNABLES": ""},
+    "malloc keeps freed memory (MALLOC_MMAP_THRESHOLD_=256 MiB, MALLOC_TRIM_THRESHOLD_=1 GiB), 2 threads":
+        {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
 }
 CLEARED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GLIBC_TUNABLES")
 
@@ -300,7 +303,7 @@ def run(ctx: Context) -> Section:
     shipped = {label: t for label, name, t in env_rows if name.startswith("as shipped (")}
     flops = {m.label: m.pass_flops for m in measured}
     sec.add("**Process settings** (each in its own process, since OpenMP reads its settings when "
-            "torch loads and sceneclf sets malloc's on import; processes alternated). The "
+            "torch loads and glibc's malloc reads its environment at start; processes alternated). The "
             "in-process variants above run with the suite's own settings.", "")
     sec.table(["model", "setting", "training pass (median)", "speed vs as shipped", "GFLOP/s", "of matmul peak"],
               [[label, name, fmt_s(t), f"{shipped[label] / t:.2f}x", f"{flops[label] / t / 1e9:.1f}",
