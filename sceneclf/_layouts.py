@@ -11,7 +11,8 @@ import csv
 import re
 import unicodedata
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable, Iterable
 
 from sceneclf.errors import ConfigError, DataError
 

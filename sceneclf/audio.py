@@ -17,8 +17,7 @@ import torch
 import torchaudio.functional as AF
 
 from sceneclf.atomic import atomic_open
-from sceneclf.errors import ConfigError, DataError
-
+from sceneclf.errors import ConfigError, DataError, first_line
 
 MAX_SAMPLE = 1e6  # float files may exceed 1.0 (even hold raw integer values), but not by this much
 
@@ -74,8 +73,7 @@ def read_audio(path: Path, cfg: AudioConfig) -> np.ndarray:
             data = f.read(frames=min(f.frames, limit) if f.frames > 0 else -1, dtype="float32",
                           always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: cannot decode audio ({reason})") from None
+        raise DataError(f"{path}: cannot decode audio ({first_line(exc)})") from None
     if data.size == 0:
         raise DataError(f"{path}: audio file holds no samples")
     check_values(path, data)

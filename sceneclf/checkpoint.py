@@ -14,7 +14,7 @@ import torch
 
 from sceneclf.atomic import atomic_open
 from sceneclf.audio import AudioConfig
-from sceneclf.errors import ConfigError
+from sceneclf.errors import ConfigError, first_line
 from sceneclf.features import FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier
 
@@ -56,7 +56,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except FileNotFoundError:
         raise ConfigError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # corrupt file, pickle that weights_only refuses, ...
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 160)
         raise ConfigError(f"{path}: not a readable sceneclf checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a sceneclf checkpoint")
@@ -75,7 +75,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path}: weights do not fit the configs ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: weights do not fit the configs ({first_line(exc)})") from None
     bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ConfigError(f"{path}: NaN or infinite weights ({bad[0]})")

@@ -120,9 +120,9 @@ def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
     """
     from sceneclf.prepare import default_cache_dir
     from sceneclf.retrain import load_study
+    from sceneclf.stores import check_storage
     from sceneclf.study_report import build_report
     from sceneclf.tracking import default_tracking_uri
-    from sceneclf.stores import check_storage
 
     storage = _storage(storage)
     check_storage(storage)

@@ -16,13 +16,20 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from sceneclf import _layouts
 from sceneclf.errors import ConfigError, DataError
 
-__all__ = ["SPLITS", "LAYOUTS", "Clip", "Manifest", "detect_layout", "load_manifest",
-           "group_split"]
+__all__ = [
+    "LAYOUTS",
+    "SPLITS",
+    "Clip",
+    "Manifest",
+    "detect_layout",
+    "group_split",
+    "load_manifest",
+]
 
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("tut2017", "tut2016", "tau2019", "esc50", "urbansound8k", "csv", "folders")

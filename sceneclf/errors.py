@@ -15,3 +15,10 @@ class BudgetError(SceneclfError):
 
 class ConfigError(SceneclfError):
     """An invalid option, search-space file or checkpoint configuration."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name
+    when it has none: the reason part of a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sceneclf.checkpoint import Checkpoint, load_checkpoint
-from sceneclf.errors import ConfigError, DataError
+from sceneclf.errors import ConfigError, DataError, first_line
 from sceneclf.prepare import DataConfig, prepare
 from sceneclf.stores import check_store, mlflow_client
 from sceneclf.train import MelSet
@@ -73,7 +73,7 @@ def load_model(ref: str, tracking_uri: str | None = None) -> LoadedModel:
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"{ref}: no such model in {tracking_uri} ({_first_line(exc)})") from None
+        raise ConfigError(f"{ref}: no such model in {tracking_uri} ({first_line(exc)})") from None
     return LoadedModel(checkpoint_from_run(client, run_id, ref), ref, run_id,
                        run.info.experiment_id, dict(run.data.tags))
 
@@ -104,18 +104,13 @@ def checkpoint_from_run(client, run_id: str, ref: str) -> Checkpoint:
     try:
         names = sorted(a.path for a in client.list_artifacts(run_id, "checkpoint") if a.path.endswith(".pt"))
     except Exception as exc:
-        raise ConfigError(f"{ref}: cannot list the artifacts of run {run_id} ({_first_line(exc)})") from None
+        raise ConfigError(f"{ref}: cannot list the artifacts of run {run_id} ({first_line(exc)})") from None
     if not names:
         raise ConfigError(f"{ref}: run {run_id} has no checkpoint/*.pt artifact, so its class names are "
                           "unknown (models registered by `sceneclf retrain-best` have one)")
     with tempfile.TemporaryDirectory(prefix="sceneclf-") as tmp:
         local = client.download_artifacts(run_id, names[0], tmp)
         return load_checkpoint(Path(local))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 # -- metrics -----------------------------------------------------------------------------------

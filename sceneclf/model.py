@@ -164,7 +164,7 @@ class ModelSummary:
         lines = [rule, head, rule]
         for r in self.rows:
             label = f"{r.name} ({r.kind})"
-            lines.append(f"{label:<34}{str(list(r.shape)):<22}{r.params:>10,}{r.macs:>14,}")
+            lines.append(f"{label:<34}{list(r.shape)!s:<22}{r.params:>10,}{r.macs:>14,}")
         lines += [
             rule,
             f"Input shape: {list(self.input_shape)}",

@@ -24,7 +24,7 @@ import torch
 import torchaudio
 
 from sceneclf.audio import AudioConfig, check_values, fit_length
-from sceneclf.errors import DataError
+from sceneclf.errors import DataError, first_line
 from sceneclf.model import SceneClassifier
 
 FORMATS = ("table", "json", "csv")
@@ -86,7 +86,7 @@ def read_windows(path: Path, cfg: AudioConfig,
     try:
         f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+        raise DataError(f"{path}: cannot decode audio ({first_line(exc)})") from None
     with f:
         src_rate, frames = f.samplerate, f.frames
         if frames <= 0:
@@ -105,7 +105,7 @@ def read_windows(path: Path, cfg: AudioConfig,
                 f.seek(src_start)
                 data = f.read(frames=src_end - src_start, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-                raise DataError(f"{path}: cannot decode audio at {group[0] / rate:.1f} s ({_reason(exc)})") from None
+                raise DataError(f"{path}: cannot decode audio at {group[0] / rate:.1f} s ({first_line(exc)})") from None
             if data.size == 0:
                 raise DataError(f"{path}: no samples could be read at {group[0] / rate:.1f} s")
             check_values(path, data)
@@ -145,7 +145,7 @@ def predict_file(model: SceneClassifier, path: Path, cfg: AudioConfig, keep_wind
     except DataError as exc:
         return FilePrediction(str(path), error=str(exc).removeprefix(f"{path}: "))
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        return FilePrediction(str(path), error=f"cannot decode audio ({_reason(exc)})")
+        return FilePrediction(str(path), error=f"cannot decode audio ({first_line(exc)})")
     return FilePrediction(str(path), total / count, float(seconds), windows)
 
 
@@ -153,11 +153,6 @@ def predict_paths(model: SceneClassifier, paths: Iterable[Path], cfg: AudioConfi
                   keep_windows: bool = False) -> list[FilePrediction]:
     return [FilePrediction(str(p), error=reason) if reason else predict_file(model, p, cfg, keep_windows)
             for p, reason in find_audio(paths)]
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 # -- output --------------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import plotly.graph_objects as go
-from optuna.trial import TrialState
-
 import optuna
+import plotly.graph_objects as go
 from optuna import visualization as ov
+from optuna.trial import TrialState
 
 STATE_COLOURS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "OVER_BUDGET": "#7f7f7f", "FAIL": "#d62728"}
 

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from sceneclf.audio import AudioConfig
 from sceneclf.checkpoint import Checkpoint, save_checkpoint
-from sceneclf.errors import ConfigError
+from sceneclf.errors import ConfigError, first_line
 from sceneclf.model import Budget, count_macs, count_params, summarize
 from sceneclf.prepare import PreparedData
 from sceneclf.space import SearchSpace, TrialConfigs, sample
@@ -51,7 +51,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(url))  # replays the file: garbage fails here
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise ConfigError(f"--storage {url}: cannot open the journal file ({reason})") from None
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
@@ -63,7 +63,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                           grace_period=3 * HEARTBEAT_SECONDS,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(f"--storage {url}: cannot open ({reason})") from None
 
 
@@ -129,8 +129,8 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except BaseException as exc:  # a crash, out of memory, disk full, Ctrl-C: say why, close the run
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {text}"
+            name, text = type(exc).__name__, first_line(exc, 500)
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else name if text == name else f"{name}: {text}"
             try:
                 trial.set_user_attr("reason", reason[:500])
                 self._end_run(trial.user_attrs.get("mlflow_run_id"), "FAIL", reason)
@@ -254,8 +254,7 @@ def promote_pending(study: optuna.Study, checkpoint_dir: Path, tracker: Any, par
                                  {"val_accuracy": t.value})
             except Exception as exc:  # the store is failing: best.pt on disk is still right
                 logging.getLogger("sceneclf").warning("trial %d: best checkpoint not logged to MLflow (%s)",
-                                                      number, str(exc).strip().splitlines()[0][:200]
-                                                      if str(exc).strip() else type(exc).__name__)
+                                                      number, first_line(exc))
         try:
             os.replace(path, checkpoint_dir / "best.pt")
         except FileNotFoundError:

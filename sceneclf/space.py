@@ -110,7 +110,7 @@ def load_space(spec: str | Path = "default") -> SearchSpace:
     if path.is_file():
         text, name = path.read_text(encoding="utf-8"), str(path)
     else:
-        stem = path.name[:-5] if path.name.endswith(".toml") else path.name
+        stem = path.name.removesuffix(".toml")
         if stem not in packaged_spaces():
             raise ConfigError(f"--space {spec}: no such file, and not a packaged space "
                               f"({', '.join(packaged_spaces())})")

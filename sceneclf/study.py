@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sceneclf.atomic import sweep_stale
-from sceneclf.errors import ConfigError
+from sceneclf.errors import ConfigError, first_line
 from sceneclf.model import Budget
 from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
@@ -63,7 +63,7 @@ def open_study(settings: SearchSettings, sampler_seed: int, epochs: int) -> optu
     except ConfigError:
         raise
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(f"--storage {settings.storage}: cannot open study {settings.study!r} ({reason})") from None
 
 

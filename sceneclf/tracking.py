@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sceneclf.errors import ConfigError
+from sceneclf.errors import ConfigError, first_line
 
 # The UI opens such experiments on the runs table ("model training"), not on traces.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -60,7 +60,7 @@ class Tracker:
             else:
                 exp_id = found.experiment_id
         except Exception as exc:  # connection refused, bad URI, broken store ...
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise ConfigError(f"--tracking-uri {tracking_uri}: MLflow store not usable ({reason})") from None
         self.experiment_id = exp_id
         self.experiment = experiment

@@ -62,7 +62,7 @@ class MelSet:
         if len(self.mels) != len(self.labels):
             raise ValueError("mels and labels differ in length")
 
-    def __add__(self, other: "MelSet") -> "MelSet":
+    def __add__(self, other: MelSet) -> MelSet:
         return MelSet(self.mels + other.mels, torch.cat([self.labels, other.labels]))
 
 

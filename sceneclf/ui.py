@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sceneclf.errors import ConfigError
+from sceneclf.errors import ConfigError, first_line
 
 STATES = ("COMPLETE", "PRUNED", "OVER_BUDGET", "FAIL", "RUNNING", "WAITING")
 
@@ -50,7 +50,7 @@ def study_experiment_url(base: str, tracking_uri: str, experiment: str) -> str |
     try:
         found = mlflow_client(tracking_uri).get_experiment_by_name(experiment)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(f"--tracking-uri {tracking_uri}: MLflow store not usable ({reason})") from None
     if found is None:
         return None
@@ -174,7 +174,6 @@ def list_studies(storage_url: str) -> list[StudyRow]:
 
     from sceneclf.report import trial_state
     from sceneclf.search import best_feasible, open_storage
-
     from sceneclf.stores import check_storage
 
     check_storage(storage_url)
