@@ -4,7 +4,8 @@ The seed-style pipeline decodes every clip with soundfile and computes its mel +
 `Dataset.__getitem__`, batched by a torch `DataLoader` (num_workers=0), every epoch. Ours decodes
 and computes mel power spectrograms once (on-disk caches), then per batch crops cached mels and
 runs `FrontEnd.from_mel` (noise in the mel domain, log, DCT, normalisation). Same clips, same
-model, same optimiser, same validation pass; an epoch is a training pass plus a validation pass.
+model, same optimiser, same validation pass (BatchNorm folded into the convolutions, as
+`train.evaluate` runs it); an epoch is a training pass plus a validation pass.
 
 Then issue 2's split of our epoch: data (cropping and batching), features (from_mel) and model
 (forward, loss, backward, step; forward only in validation).
@@ -84,10 +85,10 @@ def seed_epoch(model: SceneClassifier, opt: torch.optim.Optimizer, train_loader,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        model.eval()
+        cnn = model.fused().cnn  # the same evaluation model as ours (`train.evaluate`)
         with torch.inference_mode():
             for x, _ in val_loader:
-                model.cnn(x)
+                cnn(x)
     return t.seconds
 
 
@@ -121,12 +122,13 @@ def split_epoch(model: SceneClassifier, opt: torch.optim.Optimizer, train: MelSe
         parts["features"] += t1 - t0
         parts["model"] += t2 - t1
     model.eval()
+    net = model.fused()  # as `train.evaluate` does
     with torch.inference_mode():
         for x, _ in timed(batches(val, 128, frames, train=False)):
             t0 = time.perf_counter()
-            feats = model.frontend.from_mel(x)
+            feats = net.frontend.from_mel(x)
             t1 = time.perf_counter()
-            model.cnn(feats)
+            net.cnn(feats)
             t2 = time.perf_counter()
             parts["features"] += t1 - t0
             parts["model"] += t2 - t1

@@ -102,8 +102,10 @@ class FitResult:
 @torch.inference_mode()
 def evaluate(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 128,
              device: torch.device | str = "cpu") -> tuple[float, float, torch.Tensor]:
-    """(accuracy, mean cross-entropy, logits (N, C)) on centre crops, model in eval mode."""
+    """(accuracy, mean cross-entropy, logits (N, C)) on centre crops, by the model in eval mode
+    with its BatchNorms folded into the convolutions (`SceneClassifier.fused`, a copy)."""
     model.eval()
+    model = model.fused()
     logits = []
     cuda = torch.device(device).type == "cuda"
     for x, _ in batches(data, batch_size, frames, train=False):

@@ -4,7 +4,7 @@ from torch import nn
 
 from sceneclf.errors import BudgetError, ConfigError
 from sceneclf.features import FeatureConfig
-from sceneclf.model import (Budget, ModelConfig, SceneCNN, build, count_macs, count_params,
+from sceneclf.model import (Budget, ModelConfig, SceneClassifier, SceneCNN, build, count_macs, count_params,
                             summarize)
 
 
@@ -76,3 +76,25 @@ def test_blocks_compute_conv_bn_relu_then_pool_exactly():
     out_b, grads_b = run(nn.Sequential(*textbook))
     assert torch.equal(out_a, out_b)
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+
+def test_fused_copy_predicts_like_the_model_and_leaves_it_trainable():
+    torch.manual_seed(0)
+    model = SceneClassifier(FeatureConfig(), ModelConfig(widths=(8, 16, 32)))
+    model.train()
+    for _ in range(3):  # running statistics and affine parameters away from their initial values
+        model.forward_mel(torch.rand(8, 40, 94) * 10).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mel = torch.rand(6, 40, 94) * 10
+    with torch.inference_mode():  # where `train.evaluate` calls it
+        fused = model.fused()
+        assert torch.allclose(fused.forward_mel(mel), model.eval().forward_mel(mel), atol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) and not fused.training
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 3
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.train()
+    model.forward_mel(mel).sum().backward()  # the original still trains
+    assert all(p.grad is not None for p in model.parameters())
