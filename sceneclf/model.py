@@ -76,6 +76,20 @@ def count_params(cfg: ModelConfig) -> int:
     return total + cin * cfg.n_classes + cfg.n_classes
 
 
+class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+    """`nn.AdaptiveAvgPool2d(1)`, computed as a mean over the channels-last layout the blocks
+    produce. Same values; but its backward hands the ReLU before it a gradient in that layout,
+    where torch's own pooling hands it a broadcast one that the ReLU's backward walks across
+    strides: 2.1 -> 0.5 ms for ReLU + pooling forward and backward of the default CNN's last block
+    (32 x 64 x 10 x 24) on 2 cores (2026-11-24)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1, 2).mean(1)[:, :, None, None]
+
+
 class SceneCNN(nn.Module):
     """Conv-BN-ReLU blocks (max-pooled between blocks), global average pooling, linear head.
     Works for any input length (adaptive pooling)."""
@@ -99,7 +113,7 @@ class SceneCNN(nn.Module):
             blocks.append(nn.Sequential(*layers))
             cin = w
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cin, cfg.n_classes)
 
@@ -141,10 +155,9 @@ class SceneClassifier(nn.Module):
     def fused(self) -> SceneClassifier:
         """A copy for evaluation and prediction (eval mode, BatchNorm folded into the
         convolutions: `SceneCNN.fused`); this model is left as it is, trainable."""
+        cnn = self.cnn.fused()
         with torch.inference_mode(False):
-            out = copy.deepcopy(self).eval()
-        out.cnn = self.cnn.fused()
-        return out
+            return copy.deepcopy(self, memo={id(self.cnn): cnn}).eval()  # the CNN is not copied twice
 
 
 def count_macs(cfg: ModelConfig, input_shape: tuple[int, int]) -> int:

@@ -4,8 +4,8 @@ from torch import nn
 
 from sceneclf.errors import BudgetError, ConfigError
 from sceneclf.features import FeatureConfig
-from sceneclf.model import (Budget, ModelConfig, SceneClassifier, SceneCNN, build, count_macs, count_params,
-                            summarize)
+from sceneclf.model import (Budget, GlobalAvgPool2d, ModelConfig, SceneClassifier, SceneCNN, build, count_macs,
+                            count_params, summarize)
 
 
 @pytest.mark.parametrize("widths,k", [((16, 32, 64), 3), ((8,), 5), ((24, 48, 96, 128), 3), ((4, 4), 1)])
@@ -98,3 +98,13 @@ def test_fused_copy_predicts_like_the_model_and_leaves_it_trainable():
     model.train()
     model.forward_mel(mel).sum().backward()  # the original still trains
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_global_pool_is_adaptive_average_pooling(layout):
+    x = torch.randn(3, 5, 7, 11).contiguous(memory_format=layout).requires_grad_()
+    g = torch.randn(3, 5, 1, 1)
+    ours, (ours_grad,) = GlobalAvgPool2d()(x), torch.autograd.grad(GlobalAvgPool2d()(x), x, g)
+    ref, (ref_grad,) = nn.AdaptiveAvgPool2d(1)(x), torch.autograd.grad(nn.AdaptiveAvgPool2d(1)(x), x, g)
+    assert ours.shape == ref.shape == (3, 5, 1, 1)
+    assert torch.allclose(ours, ref, atol=1e-6) and torch.allclose(ours_grad, ref_grad, atol=1e-7)
