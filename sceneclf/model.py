@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torch.utils.flop_counter import FlopCounterMode
 
 from sceneclf.errors import BudgetError, ConfigError
 from sceneclf.features import FeatureConfig, FrontEnd
@@ -166,6 +165,8 @@ def count_macs(cfg: ModelConfig, input_shape: tuple[int, int]) -> int:
     with torch.device("meta"):
         model = SceneCNN(cfg).eval()
         x = torch.empty(1, cfg.in_channels, *input_shape)
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton: 0.2 s that predict does not need
+
     counter = FlopCounterMode(display=False)
     with counter:
         model(x)
@@ -224,6 +225,8 @@ def summarize(cfg: ModelConfig, input_shape: tuple[int, int]) -> ModelSummary:
         m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(out.shape)))
         for n, m in leaves
     ]
+    from torch.utils.flop_counter import FlopCounterMode
+
     counter = FlopCounterMode(display=False)
     try:
         with counter:
