@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
-from collections.abc import Callable, Iterable
 
 from sceneclf.errors import ConfigError, DataError
 

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 
 from sceneclf import _layouts
 from sceneclf.errors import ConfigError, DataError
 
-__all__ = [
-    "LAYOUTS",
-    "SPLITS",
-    "Clip",
-    "Manifest",
-    "detect_layout",
-    "group_split",
-    "load_manifest",
-]
+__all__ = ["LAYOUTS", "SPLITS", "Clip", "Manifest", "detect_layout", "group_split", "load_manifest"]
 
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("tut2017", "tut2016", "tau2019", "esc50", "urbansound8k", "csv", "folders")

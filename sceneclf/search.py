@@ -129,8 +129,12 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except BaseException as exc:  # a crash, out of memory, disk full, Ctrl-C: say why, close the run
-            name, text = type(exc).__name__, first_line(exc, 500)
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else name if text == name else f"{name}: {text}"
+            if isinstance(exc, KeyboardInterrupt):
+                reason = "interrupted"
+            elif str(exc).strip():
+                reason = f"{type(exc).__name__}: {first_line(exc, 500)}"
+            else:
+                reason = type(exc).__name__
             try:
                 trial.set_user_attr("reason", reason[:500])
                 self._end_run(trial.user_attrs.get("mlflow_run_id"), "FAIL", reason)
