@@ -122,22 +122,24 @@ class Runner:
             torch.set_num_threads(saved)
 
 
-EVAL_MODES = ("`evaluate` as shipped (inference_mode, BatchNorm folded)", "inference_mode, BatchNorm apart",
-              "no_grad, BatchNorm apart", "autograd on, BatchNorm apart")
+# label -> grad mode of a plain forward pass over the model as trained; None: `train.evaluate` itself
+EVAL_MODES = {"`evaluate` as shipped (inference_mode, BatchNorm folded)": None,
+              "inference_mode, BatchNorm apart": torch.inference_mode,
+              "no_grad, BatchNorm apart": torch.no_grad,
+              "autograd on, BatchNorm apart": torch.enable_grad}
 
 
 def eval_pass(model: SceneClassifier, data, mode: str) -> float:
     """One validation pass: `train.evaluate` (BatchNorm folded into the convolutions, under
     inference_mode), or the model as trained under inference_mode, no_grad, or with autograd on."""
     val = data.splits["val"]
+    grad_mode = EVAL_MODES[mode]
     with Timer() as t:
-        if mode == EVAL_MODES[0]:
+        if grad_mode is None:
             evaluate(model, val, data.frames)
         else:
             model.eval()
-            ctx = (torch.inference_mode() if mode.startswith("inference_mode")
-                   else torch.no_grad() if mode.startswith("no_grad") else torch.enable_grad())
-            with ctx:
+            with grad_mode():
                 outs = [model.forward_mel(x) for x, _ in batches(val, 128, data.frames, train=False)]
                 torch.cat(outs).argmax(1)
     return t.seconds
@@ -325,7 +327,7 @@ def run(ctx: Context) -> Section:
     # Each validation pass follows a training pass, as in `fit`: passes run back to back find the
     # memory of the pass before still mapped, which hides what folding BatchNorm saves.
     runner = Runner(Variant("eval", threads), models[0][1], data)
-    modes = EVAL_MODES
+    modes = list(EVAL_MODES)
     eval_times: dict[str, list[float]] = {m: [] for m in modes}
     for m in modes:
         runner.train_pass()
