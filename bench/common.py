@@ -69,9 +69,9 @@ class Context:
     def data(self):
         """The default data set, prepared (decoded and mel-cached) once per suite run."""
         if self._data is None:
-            from sceneclf.audio import AudioConfig
+            from sceneclf.data.audio import AudioConfig
+            from sceneclf.data.prepare import DataConfig, prepare
             from sceneclf.features import FeatureConfig
-            from sceneclf.prepare import DataConfig, prepare
 
             self._data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), self.cache_dir)
         return self._data

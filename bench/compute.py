@@ -22,9 +22,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Context, Section, Timer, fmt_s, median
+from sceneclf.data.melset import batches
 from sceneclf.features import FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier, count_params
-from sceneclf.train import batches, evaluate
+from sceneclf.train import evaluate
 
 NOISE = 0.1
 TRIAL_EPOCHS = 10  # compile time is paid once per trial (each trial builds a new model)
@@ -235,8 +236,8 @@ def child_passes(cache_dir: str, widths: str, passes: int) -> None:
     import json
     from pathlib import Path
 
-    from sceneclf.audio import AudioConfig
-    from sceneclf.prepare import DataConfig, prepare
+    from sceneclf.data.audio import AudioConfig
+    from sceneclf.data.prepare import DataConfig, prepare
 
     data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), Path(cache_dir))
     cfg = ModelConfig(n_classes=len(data.classes), widths=tuple(int(w) for w in widths.split(",")))

@@ -28,11 +28,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Context, Section, Timer, fmt_s, median
 from bench.compute import matmul_gflops
-from sceneclf.audio import AudioConfig
+from sceneclf.data.audio import AudioConfig
+from sceneclf.data.melset import MelSet, batches
+from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.features import LOG_EPS, FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier
-from sceneclf.prepare import DataConfig, prepare
-from sceneclf.train import MelSet, TrainConfig, batches, fit
+from sceneclf.train import TrainConfig, fit
 
 NOISE = 0.1  # a typical sampled noise level; both pipelines add training noise
 MODEL = ModelConfig(widths=(16, 32, 64))  # the library default

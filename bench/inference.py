@@ -15,8 +15,8 @@ import torch
 import torchaudio.functional as AF
 
 from bench.common import PYTHON, Context, Section, Timer, Watched, fmt_s, median
-from sceneclf.audio import AudioConfig
 from sceneclf.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.data.audio import AudioConfig
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig
 from sceneclf.train import TrainConfig, train_model

@@ -23,8 +23,8 @@ from __future__ import annotations
 from statistics import mean
 
 from bench.common import Context, Section, fmt_s, run_pair
+from sceneclf.data.prepare import DataConfig
 from sceneclf.evaluate import evaluate_model, load_model
-from sceneclf.prepare import DataConfig
 from sceneclf.search import DEFAULT_PRUNER
 
 

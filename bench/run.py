@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seeds of benchmark 3 (pruning) instead of its own, e.g. 4-7")
     args = ap.parse_args(argv)
 
-    from sceneclf.prepare import default_cache_dir
+    from sceneclf.data.prepare import default_cache_dir
 
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     tmp = Path(tempfile.mkdtemp(prefix="sceneclf-bench-"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from sceneclf.atomic import atomic_open
-from sceneclf.audio import AudioConfig
+from sceneclf.data.audio import AudioConfig
 from sceneclf.errors import ConfigError, first_line
 from sceneclf.features import FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier

@@ -13,7 +13,6 @@ import click
 
 from sceneclf.errors import SceneclfError
 
-
 # Optuna marks heartbeats, grouped TPE and stale-trial retry as experimental; we use them on purpose.
 warnings.filterwarnings("ignore", message=".*(experimental|ExperimentalWarning).*")
 
@@ -77,7 +76,7 @@ def synth(out_dir: Path, clips_per_class: int, seed: int) -> None:
 
     Example: sceneclf synth data/synth --clips-per-class 40 --seed 0
     """
-    from sceneclf.synth import SynthConfig, write_dataset
+    from sceneclf.data.synth import SynthConfig, write_dataset
 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CliError(f"{out_dir}: folder exists and is not empty")

@@ -44,7 +44,7 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
     """
     from sceneclf import commands
     from sceneclf import evaluate as ev
-    from sceneclf.prepare import default_cache_dir
+    from sceneclf.data.prepare import default_cache_dir
     from sceneclf.report import figure_html
 
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
@@ -118,7 +118,7 @@ def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
 
     Example: sceneclf report --study sceneclf --out report.html
     """
-    from sceneclf.prepare import default_cache_dir
+    from sceneclf.data.prepare import default_cache_dir
     from sceneclf.retrain import load_study
     from sceneclf.stores import check_storage
     from sceneclf.study_report import build_report

@@ -23,10 +23,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sceneclf.checkpoint import Checkpoint, load_checkpoint
+from sceneclf.data.melset import MelSet
+from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.errors import ConfigError, DataError, first_line
-from sceneclf.prepare import DataConfig, prepare
 from sceneclf.stores import check_store, mlflow_client
-from sceneclf.train import MelSet
 
 Echo = Callable[[str], None]
 SPLITS = ("test", "val", "all")

@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from sceneclf.audio import AudioConfig, check_values, fit_length
+from sceneclf.data.audio import AudioConfig, check_values, fit_length
 from sceneclf.errors import DataError, first_line
 from sceneclf.model import SceneClassifier
 

@@ -20,13 +20,24 @@ import optuna
 from optuna.trial import TrialState
 
 from sceneclf.atomic import sweep_stale
+from sceneclf.data.prepare import DataConfig, PreparedData
 from sceneclf.errors import ConfigError, first_line
 from sceneclf.model import Budget
-from sceneclf.prepare import DataConfig, PreparedData
 from sceneclf.report import figure_html, study_figures, trial_state
-from sceneclf.search import (DEFAULT_PRUNER, FINISHED, Objective, best_feasible, close_failed_runs,
-                             count_finished, make_pruner, make_sampler, open_storage, promote_pending,
-                             recover_dead_trials, trial_value)
+from sceneclf.search import (
+    DEFAULT_PRUNER,
+    FINISHED,
+    Objective,
+    best_feasible,
+    close_failed_runs,
+    count_finished,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    promote_pending,
+    recover_dead_trials,
+    trial_value,
+)
 from sceneclf.space import SearchSpace, parse_space
 
 Echo = Callable[[str], None]

@@ -15,8 +15,15 @@ import optuna
 
 from sceneclf.errors import SceneclfError
 from sceneclf.model import count_params
+from sceneclf.report import (
+    ModelSection,
+    learning_curves,
+    study_figures,
+    study_report_html,
+    training_curves,
+    trial_state,
+)
 from sceneclf.stores import check_store, mlflow_client
-from sceneclf.report import ModelSection, learning_curves, study_figures, study_report_html, training_curves, trial_state
 
 Echo = Callable[[str], None]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sceneclf.synth import SynthConfig, write_dataset
+from sceneclf.data.synth import SynthConfig, write_dataset
 
 TINY = SynthConfig(clips_per_class=6, locations_per_class=3, min_seconds=3.0, max_seconds=3.3)
 

@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sceneclf.audio import AudioConfig, WaveformCache, crop, fit_length, read_audio
+from sceneclf.data.audio import AudioConfig, WaveformCache, crop, fit_length, read_audio
 from sceneclf.errors import DataError
 
 CFG = AudioConfig(sample_rate=16000, clip_seconds=1.0, max_seconds=3.0)
@@ -75,8 +75,8 @@ def test_preparing_sweeps_temporaries_a_killed_writer_left(tmp_path, tiny_data):
     import os
     import time
 
+    from sceneclf.data.prepare import DataConfig, prepare
     from sceneclf.features import FeatureConfig
-    from sceneclf.prepare import DataConfig, prepare
 
     cache = tmp_path / "cache"
     old_file = cache / "mel" / "ab" / ".abc.npy.x1y2.tmp"

@@ -17,11 +17,10 @@ import optuna
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 
 from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
-
-from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 
 RATE = 16000
 SPLITS = ("train", "val", "test")

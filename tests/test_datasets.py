@@ -12,8 +12,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sceneclf.datasets import (LAYOUTS, SPLITS, Clip, Manifest, detect_layout, group_split,
-                               load_manifest)
+from sceneclf.data.manifest import LAYOUTS, SPLITS, Clip, Manifest, detect_layout, group_split, load_manifest
 from sceneclf.errors import ConfigError, DataError
 
 SILENCE = np.zeros(1600, dtype="float32")  # 0.1 s at 16 kHz

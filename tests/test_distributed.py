@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from servers import free_port, mlflow_server
 
 from sceneclf.cli import cli
-from servers import free_port, mlflow_server
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
@@ -89,7 +89,7 @@ def test_two_workers_share_a_postgres_study(postgres, tracking_server, tiny_data
 
 def test_worker_with_other_data_is_refused(postgres, tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from sceneclf.synth import SynthConfig, write_dataset
+    from sceneclf.data.synth import SynthConfig, write_dataset
 
     assert CliRunner().invoke(cli, ["search", "--study", "fp", "--storage", postgres, "--no-mlflow",
                                     "--data", str(tiny_data), "--trials", "1", "--epochs", "1",

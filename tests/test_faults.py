@@ -8,13 +8,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 from optuna.trial import TrialState
 
 import sceneclf.search as search_mod
 from sceneclf.cli import cli
 from sceneclf.model import SceneCNN
-
-from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 
 SPACE = """
 [train]

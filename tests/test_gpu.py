@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from sceneclf.data.melset import MelSet
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig
-from sceneclf.train import MelSet, TrainConfig, evaluate, pick_device, train_model
+from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

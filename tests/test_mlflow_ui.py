@@ -8,10 +8,10 @@ import urllib.parse
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from servers import CHROMIUM, dump_dom, mlflow_server
 
 from sceneclf.cli import cli
 from sceneclf.tracking import experiment_url
-from servers import CHROMIUM, dump_dom, mlflow_server
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 

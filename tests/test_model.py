@@ -4,8 +4,17 @@ from torch import nn
 
 from sceneclf.errors import BudgetError, ConfigError
 from sceneclf.features import FeatureConfig
-from sceneclf.model import (Budget, GlobalAvgPool2d, ModelConfig, SceneClassifier, SceneCNN, build, count_macs,
-                            count_params, summarize)
+from sceneclf.model import (
+    Budget,
+    GlobalAvgPool2d,
+    ModelConfig,
+    SceneClassifier,
+    SceneCNN,
+    build,
+    count_macs,
+    count_params,
+    summarize,
+)
 
 
 @pytest.mark.parametrize("widths,k", [((16, 32, 64), 3), ((8,), 5), ((24, 48, 96, 128), 3), ((4, 4), 1)])

@@ -20,10 +20,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sceneclf.audio import crop, fit_length
-from sceneclf.datasets import group_split, load_manifest
+from sceneclf.data.audio import crop, fit_length
+from sceneclf.data.manifest import group_split, load_manifest
+from sceneclf.data.melset import MelSet, batches
 from sceneclf.errors import DataError
-from sceneclf.train import MelSet, batches
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 
 import sceneclf
-from sceneclf.audio import AudioConfig
 from sceneclf.checkpoint import FORMAT, VERSION, Checkpoint, load_checkpoint, save_checkpoint
 from sceneclf.cli import cli
+from sceneclf.data.audio import AudioConfig
 from sceneclf.errors import ConfigError
 from sceneclf.features import FeatureConfig
 from sceneclf.model import ModelConfig, SceneClassifier

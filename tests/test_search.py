@@ -101,9 +101,9 @@ def test_over_budget_never_trains(stores, tiny_data, monkeypatch):
 def test_forced_pruning_marks_run_killed(stores, tiny_data, tmp_path):
     """A pruner that always prunes (a threshold no accuracy reaches): every trial is pruned at its
     first epoch, and its MLflow run is KILLED with the per-epoch metric logged."""
-    from sceneclf.audio import AudioConfig
+    from sceneclf.data.audio import AudioConfig
+    from sceneclf.data.prepare import DataConfig, prepare
     from sceneclf.features import FeatureConfig
-    from sceneclf.prepare import DataConfig, prepare
     from sceneclf.space import load_space
     from sceneclf.tracking import Tracker
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sceneclf import synth
+from sceneclf.data import synth
+from sceneclf.data.synth import SCENE_CLASSES, SynthConfig, default_dataset, generate, write_dataset
 from sceneclf.errors import ConfigError, DataError
-from sceneclf.synth import SCENE_CLASSES, SynthConfig, default_dataset, generate, write_dataset
 
 TINY = SynthConfig(clips_per_class=3, locations_per_class=2, min_seconds=1.0, max_seconds=1.5)
 

@@ -5,13 +5,14 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from sceneclf.audio import AudioConfig
 from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
+from sceneclf.data.audio import AudioConfig
+from sceneclf.data.melset import MelSet
+from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.features import FeatureConfig
 from sceneclf.model import Budget, ModelConfig
-from sceneclf.prepare import DataConfig, prepare
-from sceneclf.train import MelSet, NonFiniteLossError, TrainConfig, evaluate, fit, train_model
+from sceneclf.train import NonFiniteLossError, TrainConfig, evaluate, fit, train_model
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_splits_keep_locations_apart(prepared):
 def test_second_prepare_decodes_nothing(tiny_data, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(), cache)
-    import sceneclf.audio as audio
+    import sceneclf.data.audio as audio
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded although cached")

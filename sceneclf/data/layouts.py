@@ -1,6 +1,6 @@
 """Readers for each data set layout: text tables in, resolved (path, label, group, split) out.
 
-Private to `sceneclf.datasets`. Every reader takes the data folder (or, for `csv`, possibly a
+Private to `sceneclf.data.manifest`. Every reader takes the data folder (or, for `csv`, possibly a
 `.csv` file) and the fold number, and returns a `Listing`. Nothing here decodes audio: files are
 only checked to exist and to stay inside the data folder.
 """

@@ -3,7 +3,7 @@
 Official folds are used where the data set has them (DCASE/TUT/TAU evaluation setups, ESC-50,
 UrbanSound8K); everything else is split by `group_split`, which keeps every recording group
 (location, source recording) on one side only. Only text files are read and folders listed:
-decoding audio is `sceneclf.audio`'s job.
+decoding audio is `sceneclf.data.audio`'s job.
 
 Example:
     manifest = load_manifest(Path("data/TUT-acoustic-scenes-2017-development"), fold=2)
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sceneclf import _layouts
+from sceneclf.data import layouts as _layouts
 from sceneclf.errors import ConfigError, DataError
 
 __all__ = ["LAYOUTS", "SPLITS", "Clip", "Manifest", "detect_layout", "group_split", "load_manifest"]

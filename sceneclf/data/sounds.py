@@ -1,4 +1,4 @@
-"""Sound sources for the synthetic scenes (`sceneclf.synth`): coloured and shaped noise, smooth
+"""Sound sources for the synthetic scenes (`sceneclf.data.synth`): coloured and shaped noise, smooth
 random modulation, drifting harmonic tones, music, and short events (birds, steps, doors, ...).
 
 Each source returns float64 samples; `rng` is the clip's numpy Generator, so a clip is a pure

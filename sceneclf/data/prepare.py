@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from sceneclf.atomic import sweep_stale
-from sceneclf.audio import AudioConfig, WaveformCache, atomic_save, file_key, load_cached
-from sceneclf.datasets import Manifest, load_manifest
+from sceneclf.data.audio import AudioConfig, WaveformCache, atomic_save, file_key, load_cached
+from sceneclf.data.manifest import Manifest, load_manifest
+from sceneclf.data.melset import MelSet
+from sceneclf.data.synth import SynthConfig, default_dataset
 from sceneclf.errors import ConfigError, DataError
 from sceneclf.features import FeatureConfig, FrontEnd
-from sceneclf.synth import SynthConfig, default_dataset
-from sceneclf.train import MelSet
 
 
 def default_cache_dir() -> Path:

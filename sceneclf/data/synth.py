@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneclf._sounds import EVENTS, music, shaped_noise, smooth, tone
+from sceneclf.data.sounds import EVENTS, music, shaped_noise, smooth, tone
 from sceneclf.errors import ConfigError, DataError
 
 __all__ = [
