@@ -71,7 +71,7 @@ class Context:
         if self._data is None:
             from sceneclf.data.audio import AudioConfig
             from sceneclf.data.prepare import DataConfig, prepare
-            from sceneclf.features import FeatureConfig
+            from sceneclf.model.frontend import FeatureConfig
 
             self._data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), self.cache_dir)
         return self._data

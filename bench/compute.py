@@ -23,8 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Context, Section, Timer, fmt_s, median
 from sceneclf.data.melset import batches
-from sceneclf.features import FeatureConfig
-from sceneclf.model import ModelConfig, SceneClassifier, count_params
+from sceneclf.model.budget import count_params
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import evaluate
 
 NOISE = 0.1

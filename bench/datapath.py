@@ -31,8 +31,8 @@ from bench.compute import matmul_gflops
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.melset import MelSet, batches
 from sceneclf.data.prepare import DataConfig, prepare
-from sceneclf.features import LOG_EPS, FeatureConfig
-from sceneclf.model import ModelConfig, SceneClassifier
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import LOG_EPS, FeatureConfig
 from sceneclf.train import TrainConfig, fit
 
 NOISE = 0.1  # a typical sampled noise level; both pipelines add training noise

@@ -15,10 +15,11 @@ import torch
 import torchaudio.functional as AF
 
 from bench.common import PYTHON, Context, Section, Timer, Watched, fmt_s, median
-from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.data.audio import AudioConfig
-from sceneclf.features import FeatureConfig
-from sceneclf.model import Budget, ModelConfig
+from sceneclf.model.budget import Budget
+from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import TrainConfig, train_model
 
 

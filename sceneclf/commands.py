@@ -9,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, PreparedData, check_trainable, default_cache_dir, prepare
 from sceneclf.errors import ConfigError
-from sceneclf.features import FeatureConfig
-from sceneclf.model import Budget, ModelConfig, count_params, summarize
+from sceneclf.model.budget import Budget, count_params, summarize
+from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.space import load_space
 from sceneclf.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
 from sceneclf.train import TrainConfig, evaluate, pick_device, train_model

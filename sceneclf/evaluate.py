@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from sceneclf.checkpoint import Checkpoint, load_checkpoint
 from sceneclf.data.melset import MelSet
 from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.errors import ConfigError, DataError, first_line
+from sceneclf.model.checkpoint import Checkpoint, load_checkpoint
 from sceneclf.stores import check_store, mlflow_client
 
 Echo = Callable[[str], None]

@@ -25,7 +25,7 @@ import torchaudio
 
 from sceneclf.data.audio import AudioConfig, check_values, fit_length
 from sceneclf.errors import DataError, first_line
-from sceneclf.model import SceneClassifier
+from sceneclf.model.cnn import SceneClassifier
 
 FORMATS = ("table", "json", "csv")
 # File name endings looked for inside folders (files named on the command line are always tried).

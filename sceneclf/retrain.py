@@ -11,11 +11,11 @@ import numpy as np
 import optuna
 import torch
 
-from sceneclf.checkpoint import Checkpoint
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, PreparedData
 from sceneclf.errors import ConfigError
-from sceneclf.model import Budget
+from sceneclf.model.budget import Budget
+from sceneclf.model.checkpoint import Checkpoint
 from sceneclf.search import best_feasible, open_storage
 from sceneclf.space import TrialConfigs, parse_space, sample
 from sceneclf.train import evaluate, train_model

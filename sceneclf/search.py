@@ -20,11 +20,11 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import PreparedData
 from sceneclf.errors import ConfigError, first_line
-from sceneclf.model import Budget, count_macs, count_params, summarize
+from sceneclf.model.budget import Budget, count_macs, count_params, summarize
+from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.space import SearchSpace, TrialConfigs, sample
 from sceneclf.train import NonFiniteLossError, train_model
 

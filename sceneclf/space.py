@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sceneclf.errors import ConfigError
-from sceneclf.features import FeatureConfig
-from sceneclf.model import Budget, ModelConfig
+from sceneclf.model.budget import Budget
+from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import TrainConfig
 
 MAX_BLOCKS = 6

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from sceneclf.atomic import sweep_stale
 from sceneclf.data.prepare import DataConfig, PreparedData
 from sceneclf.errors import ConfigError, first_line
-from sceneclf.model import Budget
+from sceneclf.model.budget import Budget
 from sceneclf.report import figure_html, study_figures, trial_state
 from sceneclf.search import (
     DEFAULT_PRUNER,

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 
 from sceneclf.errors import SceneclfError
-from sceneclf.model import count_params
+from sceneclf.model.budget import count_params
 from sceneclf.report import (
     ModelSection,
     learning_curves,

@@ -18,8 +18,9 @@ from torch import nn
 
 from sceneclf.data.melset import MelSet, batches
 from sceneclf.errors import ConfigError, SceneclfError
-from sceneclf.features import FeatureConfig
-from sceneclf.model import Budget, ModelConfig, SceneClassifier, build
+from sceneclf.model.budget import Budget, build
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import FeatureConfig
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def test_preparing_sweeps_temporaries_a_killed_writer_left(tmp_path, tiny_data):
     import time
 
     from sceneclf.data.prepare import DataConfig, prepare
-    from sceneclf.features import FeatureConfig
+    from sceneclf.model.frontend import FeatureConfig
 
     cache = tmp_path / "cache"
     old_file = cache / "mel" / "ab" / ".abc.npy.x1y2.tmp"

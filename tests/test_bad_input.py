@@ -19,8 +19,8 @@ import soundfile as sf
 from click.testing import CliRunner
 from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 
-from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
+from sceneclf.model.checkpoint import load_checkpoint
 
 RATE = 16000
 SPLITS = ("train", "val", "test")

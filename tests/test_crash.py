@@ -36,7 +36,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_store import mlflow_template  # noqa: F401  (fixture)
 from optuna.trial import TrialState
 
-from sceneclf.checkpoint import load_checkpoint
+from sceneclf.model.checkpoint import load_checkpoint
 
 HOOK = r'''
 import os, time
@@ -300,10 +300,10 @@ def test_restart_settles_checkpoints_left_aside(tmp_path):
     """What `promote_pending` does with the trial checkpoints a killed process left: the best
     recorded trial's becomes best.pt, a finished trial's others are deleted, a running trial's
     (another worker's) is left alone."""
-    from sceneclf.checkpoint import Checkpoint, save_checkpoint
     from sceneclf.data.audio import AudioConfig
-    from sceneclf.features import FeatureConfig
-    from sceneclf.model import ModelConfig, SceneClassifier
+    from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
+    from sceneclf.model.cnn import ModelConfig, SceneClassifier
+    from sceneclf.model.frontend import FeatureConfig
     from sceneclf.search import pending_path, promote_pending
 
     def tiny() -> Checkpoint:

@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sceneclf.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.synth import SCENE_CLASSES
 from sceneclf.evaluate import Evaluation, confusion_counts, confusion_figure
-from sceneclf.features import FeatureConfig
-from sceneclf.model import ModelConfig, SceneClassifier
+from sceneclf.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import FeatureConfig
 
 
 def constant_model(path, classes, answer: str):

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 import sceneclf.search as search_mod
 from sceneclf.cli import cli
-from sceneclf.model import SceneCNN
+from sceneclf.model.cnn import SceneCNN
 
 SPACE = """
 [train]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sceneclf.errors import ConfigError
-from sceneclf.features import FeatureConfig, FrontEnd
+from sceneclf.model.frontend import FeatureConfig, FrontEnd
 
 
 def test_two_channel_shape_and_frames():

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from sceneclf.data.melset import MelSet
-from sceneclf.features import FeatureConfig
-from sceneclf.model import Budget, ModelConfig
+from sceneclf.model.budget import Budget
+from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

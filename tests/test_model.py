@@ -3,18 +3,9 @@ import torch
 from torch import nn
 
 from sceneclf.errors import BudgetError, ConfigError
-from sceneclf.features import FeatureConfig
-from sceneclf.model import (
-    Budget,
-    GlobalAvgPool2d,
-    ModelConfig,
-    SceneClassifier,
-    SceneCNN,
-    build,
-    count_macs,
-    count_params,
-    summarize,
-)
+from sceneclf.model.budget import Budget, build, count_macs, count_params, summarize
+from sceneclf.model.cnn import GlobalAvgPool2d, ModelConfig, SceneClassifier, SceneCNN
+from sceneclf.model.frontend import FeatureConfig
 
 
 @pytest.mark.parametrize("widths,k", [((16, 32, 64), 3), ((8,), 5), ((24, 48, 96, 128), 3), ((4, 4), 1)])

@@ -11,11 +11,11 @@ import torch
 import torchaudio.functional as AF
 from click.testing import CliRunner
 
-from sceneclf.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig, fit_length
-from sceneclf.features import FeatureConfig
-from sceneclf.model import ModelConfig, SceneClassifier
+from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.predict import read_windows, window_starts
 
 CLASSES = ("alpha", "beta", "gamma", "delta")

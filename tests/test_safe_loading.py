@@ -14,12 +14,12 @@ import torch
 from click.testing import CliRunner
 
 import sceneclf
-from sceneclf.checkpoint import FORMAT, VERSION, Checkpoint, load_checkpoint, save_checkpoint
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
 from sceneclf.errors import ConfigError
-from sceneclf.features import FeatureConfig
-from sceneclf.model import ModelConfig, SceneClassifier
+from sceneclf.model.checkpoint import FORMAT, VERSION, Checkpoint, load_checkpoint, save_checkpoint
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import FeatureConfig
 
 PACKAGE = Path(sceneclf.__file__).parent
 

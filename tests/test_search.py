@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import sceneclf.search as search_mod
-from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
+from sceneclf.model.checkpoint import load_checkpoint
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_over_budget_never_trains(stores, tiny_data, monkeypatch):
     for t in over:
         assert t.state == TrialState.PRUNED and t.user_attrs["n_params"] > 3000
         assert t.constraints["params"] > 0 and not t.intermediate_values
-    from sceneclf.model import count_params
+    from sceneclf.model.budget import count_params
     assert all(count_params(c) <= 3000 for c in calls)
     assert len(calls) == len(study.trials) - len(over)
     _, _, _, children = child_runs(stores)
@@ -103,7 +103,7 @@ def test_forced_pruning_marks_run_killed(stores, tiny_data, tmp_path):
     first epoch, and its MLflow run is KILLED with the per-epoch metric logged."""
     from sceneclf.data.audio import AudioConfig
     from sceneclf.data.prepare import DataConfig, prepare
-    from sceneclf.features import FeatureConfig
+    from sceneclf.model.frontend import FeatureConfig
     from sceneclf.space import load_space
     from sceneclf.tracking import Tracker
 

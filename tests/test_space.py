@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from sceneclf.errors import ConfigError
-from sceneclf.model import count_params
+from sceneclf.model.budget import count_params
 from sceneclf.space import load_space, packaged_spaces, parse_space, sample
 
 FIXED = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "noise": 0.1, "dropout": 0.2,

@@ -5,13 +5,14 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from sceneclf.checkpoint import load_checkpoint
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.melset import MelSet
 from sceneclf.data.prepare import DataConfig, prepare
-from sceneclf.features import FeatureConfig
-from sceneclf.model import Budget, ModelConfig
+from sceneclf.model.budget import Budget
+from sceneclf.model.checkpoint import load_checkpoint
+from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import NonFiniteLossError, TrainConfig, evaluate, fit, train_model
 
 
@@ -73,7 +74,7 @@ def test_the_seed_alone_decides_a_training(prepared):
 
 def test_nan_loss_stops_at_once(prepared):
     broken = MelSet([m * float("nan") for m in prepared.splits["train"].mels], prepared.splits["train"].labels)
-    from sceneclf.model import SceneClassifier
+    from sceneclf.model.cnn import SceneClassifier
 
     model = SceneClassifier(FeatureConfig(), ModelConfig())
     with pytest.raises(NonFiniteLossError, match="epoch 1"):
@@ -91,7 +92,7 @@ def test_callback_sees_every_epoch_and_can_stop(prepared):
         if epoch == 2:
             raise Stop
 
-    from sceneclf.model import SceneClassifier
+    from sceneclf.model.cnn import SceneClassifier
 
     with pytest.raises(Stop):
         fit(SceneClassifier(FeatureConfig(), ModelConfig()), prepared.splits["train"], prepared.splits["val"],

@@ -22,7 +22,7 @@ from sceneclf.data.manifest import Manifest, load_manifest
 from sceneclf.data.melset import MelSet
 from sceneclf.data.synth import SynthConfig, default_dataset
 from sceneclf.errors import ConfigError, DataError
-from sceneclf.features import FeatureConfig, FrontEnd
+from sceneclf.model.frontend import FeatureConfig, FrontEnd
 
 
 def default_cache_dir() -> Path:

@@ -15,8 +15,8 @@ import torch
 from sceneclf.atomic import atomic_open
 from sceneclf.data.audio import AudioConfig
 from sceneclf.errors import ConfigError, first_line
-from sceneclf.features import FeatureConfig
-from sceneclf.model import ModelConfig, SceneClassifier
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
+from sceneclf.model.frontend import FeatureConfig
 
 FORMAT = "sceneclf-checkpoint"
 VERSION = 1
