@@ -121,15 +121,16 @@ def git_state() -> str:
         return "unknown"
 
 
-def machine_lines() -> list[str]:
+def machine() -> str:
     import optuna
 
-    return [
-        (f"- Machine: {os.cpu_count()} cores ({cpu_model()}), {ram_gib():.1f} GiB RAM, "
-         f"Python {platform.python_version()}, torch {torch.__version__} "
-         f"(default {torch.get_num_threads()} threads), optuna {optuna.__version__}"),
-        f"- Code: git {git_state()}",
-    ]
+    return (f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.1f} GiB RAM, "
+            f"Python {platform.python_version()}, torch {torch.__version__} "
+            f"(default {torch.get_num_threads()} threads), optuna {optuna.__version__}")
+
+
+def machine_lines() -> list[str]:
+    return [f"- Machine: {machine()}", f"- Code: git {git_state()}"]
 
 
 # -- timing ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from sceneclf.data.melset import batches
 from sceneclf.model.budget import count_params
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.train import evaluate
+from sceneclf.train import score
 
 NOISE = 0.1
 TRIAL_EPOCHS = 10  # compile time is paid once per trial (each trial builds a new model)
@@ -124,7 +124,7 @@ class Runner:
             torch.set_num_threads(saved)
 
 
-# label -> grad mode of a plain forward pass over the model as trained; None: `train.evaluate` itself
+# label -> grad mode of a plain forward pass over the model as trained; None: `train.score` itself
 EVAL_MODES = {"`evaluate` as shipped (inference_mode, BatchNorm folded)": None,
               "inference_mode, BatchNorm apart": torch.inference_mode,
               "no_grad, BatchNorm apart": torch.no_grad,
@@ -132,13 +132,13 @@ EVAL_MODES = {"`evaluate` as shipped (inference_mode, BatchNorm folded)": None,
 
 
 def eval_pass(model: SceneClassifier, data, mode: str) -> float:
-    """One validation pass: `train.evaluate` (BatchNorm folded into the convolutions, under
+    """One validation pass: `train.score` (BatchNorm folded into the convolutions, under
     inference_mode), or the model as trained under inference_mode, no_grad, or with autograd on."""
     val = data.splits["val"]
     grad_mode = EVAL_MODES[mode]
     with Timer() as t:
         if grad_mode is None:
-            evaluate(model, val, data.frames)
+            score(model, val, data.frames)
         else:
             model.eval()
             with grad_mode():
@@ -247,11 +247,8 @@ def child_passes(cache_dir: str, widths: str, passes: int) -> None:
     print(json.dumps({"threads": torch.get_num_threads(), "seconds": [r.train_pass() for _ in range(passes)]}))
 
 
-# Process-environment settings compared in child processes (OpenMP and glibc's malloc read theirs
-# when the process starts). The malloc row keeps freed memory in the heap for the next batch instead
-# of glibc's mmap/unmap of large blocks: 1.1-1.5x per training step, 5-7 % end to end, but 200-270 MiB
-# more per process, which put `search --jobs 2` at 3.0 GB (bench/RESULTS.md, 2026-11-24 08:05-09:16);
-# not shipped, measured here so the trade stays visible.
+# Process settings compared in child processes, since OpenMP and malloc read them at start-up; the
+# malloc row is not shipped and is measured so that its speed-for-memory trade stays visible.
 SHIPPED = "as shipped (OMP_WAIT_POLICY=PASSIVE, glibc's malloc), 2 threads"
 KEEP_FREED = "malloc keeps freed memory (MALLOC_MMAP_THRESHOLD_=256 MiB, MALLOC_TRIM_THRESHOLD_=1 GiB), 2 threads"
 ENV_VARIANTS = {

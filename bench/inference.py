@@ -57,7 +57,7 @@ def run(ctx: Context) -> Section:
             raise RuntimeError(f"predict exited with {m.returncode}:\n{m.log.read_text()[-2000:]}")
         return m.wall
 
-    from sceneclf import predict as pr
+    from sceneclf.tasks import predict as pr
 
     def in_process(paths) -> float:
         with Timer() as t:

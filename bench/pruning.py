@@ -9,8 +9,7 @@ over-budget trial trains none).
 The epochs goal is judged on the pooled ratio, every pruned search's epochs over every unpruned
 search's (the compute the pruner saves over the seeds); the mean of the per-seed ratios is shown
 beside it. One seed's ratio ranges from a quarter to four fifths, because a pruned search that
-finds a better trial early trains it to the limit, so eight seeds are run (four in the 04:23 run
-of 2026-11-24).
+finds a better trial early trains it to the limit, so eight seeds are run.
 
 The best validation accuracy is a maximum over every epoch of every completed trial (150 clips,
 a clip is 0.7 point), so a search that completes more trials gets more draws at a lucky epoch.
@@ -24,8 +23,8 @@ from statistics import mean
 
 from bench.common import Context, Section, fmt_s, run_pair
 from sceneclf.data.prepare import DataConfig
-from sceneclf.evaluate import evaluate_model, load_model
 from sceneclf.search import DEFAULT_PRUNER
+from sceneclf.tasks.evaluate import evaluate_model, load_model
 
 
 def test_accuracy(ctx: Context, study: str) -> float:

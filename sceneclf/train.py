@@ -64,7 +64,7 @@ class FitResult:
 
 
 @torch.inference_mode()
-def evaluate(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 128,
+def score(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 128,
              device: torch.device | str = "cpu") -> tuple[float, float, torch.Tensor]:
     """(accuracy, mean cross-entropy, logits (N, C)) on centre crops, by the model in eval mode
     with its BatchNorms folded into the convolutions (`SceneClassifier.fused`, a copy)."""
@@ -123,7 +123,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-        val_acc, val_loss, _ = evaluate(model, val, frames, device=device)
+        val_acc, val_loss, _ = score(model, val, frames, device=device)
         lr = opt.param_groups[0]["lr"]
         metrics = {
             "train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),

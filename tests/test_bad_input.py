@@ -291,7 +291,8 @@ def test_study_with_another_search_space(plain, tmp_path, monkeypatch):
     storage = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="taken", storage=storage, direction="maximize")
     study.set_user_attr("sceneclf", {"space_name": "other.toml", "space_text": "[params.lr]\n",
-                                     "budget": {"max_params": 1, "max_macs": None}, "fingerprint": "x"})
+                                     "budget": {"max_params": 1, "max_macs": None}, "epochs": 1, "data": {},
+                                     "fingerprint": "x", "sampler": "tpe", "pruner": "median"})
     res = CliRunner().invoke(cli, ["search", "--data", str(plain), "--trials", "1", "--epochs", "1",
                                    "--no-progress", "--no-mlflow", "--study", "taken", "--storage", storage])
     assert_one_line_error(res, ("--study taken", "different search space", "other.toml"))

@@ -304,7 +304,7 @@ def test_restart_settles_checkpoints_left_aside(tmp_path):
     from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
     from sceneclf.model.cnn import ModelConfig, SceneClassifier
     from sceneclf.model.frontend import FeatureConfig
-    from sceneclf.search import pending_path, promote_pending
+    from sceneclf.search.recovery import pending_path, promote_pending
 
     def tiny() -> Checkpoint:
         cfg = ModelConfig(n_classes=2, widths=(4,))
@@ -332,10 +332,10 @@ def test_trial_of_a_dead_machine_is_failed_by_its_heartbeat_and_retried(tmp_path
     again, and closes its MLflow run."""
     from click.testing import CliRunner
 
-    import sceneclf.search as search_mod
+    import sceneclf.search.storage as search_mod
     from sceneclf.cli import cli
-    from sceneclf.space import load_space, sample
-    from sceneclf.tracking import Tracker
+    from sceneclf.search.space import load_space, sample
+    from sceneclf.tracking.tracker import MlflowTracker
 
     monkeypatch.setattr(search_mod, "HEARTBEAT_SECONDS", 1)  # grace period 3 s
     monkeypatch.chdir(tmp_path)
@@ -352,7 +352,7 @@ def test_trial_of_a_dead_machine_is_failed_by_its_heartbeat_and_retried(tmp_path
     trial = study.ask()
     sample(trial, load_space("space.toml"), 15)
     trial.set_user_attr("worker", "another-machine:4242")
-    tracker = Tracker(tracking, "hb")
+    tracker = MlflowTracker(tracking, "hb")
     run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "hb", trial.number, {}, {})
     trial.set_user_attr("mlflow_run_id", run_id)
     study._storage.record_heartbeat(trial._trial_id)

@@ -437,10 +437,20 @@ def test_error_not_utf8_and_bad_fractions(tmp_path):
     (tmp_path / "manifest.csv").write_bytes(b"path,label\na.wav,caf\xe9\n")
     with pytest.raises(DataError, match=r"manifest\.csv: not UTF-8 text"):
         load_manifest(tmp_path)
-    with pytest.raises(ConfigError, match=r"--val-fraction 1\.2: must be"):
+    with pytest.raises(ConfigError, match=r"^DataConfig\.val_fraction 1\.2: must be"):
         load_manifest(tmp_path, val_fraction=1.2)
-    with pytest.raises(ConfigError, match=r"--val-fraction 0\.5 \+ --test-fraction 0\.5"):
+    with pytest.raises(ConfigError, match=r"^DataConfig\.val_fraction 0\.5 \+ test_fraction 0\.5"):
         load_manifest(tmp_path, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_fraction_errors_name_no_cli_option_that_does_not_exist():
+    from sceneclf.cli import cli
+
+    options = {o for cmd in cli.commands.values() for p in cmd.params for o in p.opts}
+    with pytest.raises(ConfigError) as info:
+        load_manifest(Path("."), val_fraction=2.0)
+    named = [w for w in str(info.value).split() if w.startswith("--")]
+    assert all(w in options for w in named), named
 
 
 def test_errors_are_one_line(tmp_path):

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.synth import SCENE_CLASSES
-from sceneclf.evaluate import Evaluation, confusion_counts, confusion_figure
 from sceneclf.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
+from sceneclf.tasks.evaluate import Evaluation, confusion_counts, confusion_figure
 
 
 def constant_model(path, classes, answer: str):
@@ -129,7 +129,7 @@ def test_evaluate_mlflow_model_logs_a_linked_run(retrained_study, tmp_path):
     assert by_uri.exit_code == 0, by_uri.output
     a, b = json.loads(by_file.stdout), json.loads(by_uri.stdout)
     assert a["confusion_matrix"] == b["confusion_matrix"]
-    # The same number retrain-best measured on the same test split with train.evaluate.
+    # The same number retrain-best measured on the same test split with train.score.
     assert b["accuracy"] == pytest.approx(load_checkpoint(s["checkpoint"]).metrics["test_accuracy"], abs=1e-6)
 
     from mlflow.tracking import MlflowClient

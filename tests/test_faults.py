@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_store import mlflow_template, tracking_uri  # noqa: F401  (fixtures)
 from optuna.trial import TrialState
 
-import sceneclf.search as search_mod
+import sceneclf.search.objective as search_mod
 from sceneclf.cli import cli
 from sceneclf.model.cnn import SceneCNN
 

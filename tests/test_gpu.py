@@ -7,7 +7,7 @@ from sceneclf.data.melset import MelSet
 from sceneclf.model.budget import Budget
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
+from sceneclf.train import TrainConfig, pick_device, score, train_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -26,5 +26,5 @@ def test_fit_on_cuda_with_mixed_precision():
                                 device="cuda")
     assert next(model.parameters()).device.type == "cuda"
     assert model.frontend.mean.device.type == "cuda"  # the front end runs on the device
-    acc, loss, _ = evaluate(model, data, 94, device="cuda")
+    acc, loss, _ = score(model, data, 94, device="cuda")
     assert result.epochs_run == 3 and loss == loss

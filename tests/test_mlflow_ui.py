@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from servers import CHROMIUM, dump_dom, mlflow_server
 
 from sceneclf.cli import cli
-from sceneclf.tracking import experiment_url
+from sceneclf.tracking.stores import experiment_url
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 

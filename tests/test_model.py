@@ -89,7 +89,7 @@ def test_fused_copy_predicts_like_the_model_and_leaves_it_trainable():
                 p -= 0.1 * p.grad
     before = {k: v.clone() for k, v in model.state_dict().items()}
     mel = torch.rand(6, 40, 94) * 10
-    with torch.inference_mode():  # where `train.evaluate` calls it
+    with torch.inference_mode():  # where `train.score` calls it
         fused = model.fused()
         assert torch.allclose(fused.forward_mel(mel), model.eval().forward_mel(mel), atol=1e-5)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) and not fused.training

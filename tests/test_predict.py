@@ -16,7 +16,7 @@ from sceneclf.data.audio import AudioConfig, fit_length
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.predict import read_windows, window_starts
+from sceneclf.tasks.predict import read_windows, window_starts
 
 CLASSES = ("alpha", "beta", "gamma", "delta")
 RATE = 16000

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from sceneclf.cli import cli
-from sceneclf.report import html_table, learning_curves, top_trials_rows
+from sceneclf.report.figures import html_table, learning_curves, top_trials_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 STUDY_FIGURES = ("optimization_history", "param_importances", "parallel_coordinate", "learning_curves",

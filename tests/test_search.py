@@ -8,9 +8,11 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-import sceneclf.search as search_mod
+import sceneclf.search as search_names
+import sceneclf.search.objective as search_mod
 from sceneclf.cli import cli
 from sceneclf.model.checkpoint import load_checkpoint
+from sceneclf.search.storage import make_pruner
 
 
 @pytest.fixture
@@ -104,11 +106,11 @@ def test_forced_pruning_marks_run_killed(stores, tiny_data, tmp_path):
     from sceneclf.data.audio import AudioConfig
     from sceneclf.data.prepare import DataConfig, prepare
     from sceneclf.model.frontend import FeatureConfig
-    from sceneclf.space import load_space
-    from sceneclf.tracking import Tracker
+    from sceneclf.search.space import load_space
+    from sceneclf.tracking.tracker import MlflowTracker
 
     data = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(), tmp_path / "cache")
-    tracker = Tracker(stores["tracking"], "pruned")
+    tracker = MlflowTracker(stores["tracking"], "pruned")
     parent = tracker.parent_run("pruned", {})
     space = load_space("default")
     objective = search_mod.Objective(data, space, space.budget, "pruned", tracker, parent,
@@ -184,11 +186,9 @@ def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
     """The CLI offers the pruners `make_pruner` knows, defaulting to DEFAULT_PRUNER; with it, in a
     real study, a trial below the earlier ones is stopped within two epochs and a trial above them
     runs to the end."""
-    from sceneclf.cli import search as search_cmd
-
-    option = next(p for p in search_cmd.params if p.name == "pruner")
-    assert tuple(option.type.choices) == search_mod.PRUNERS and option.default == search_mod.DEFAULT_PRUNER
-    study = optuna.create_study(direction="maximize", pruner=search_mod.make_pruner(search_mod.DEFAULT_PRUNER, 20))
+    option = next(p for p in cli.commands["search"].params if p.name == "pruner")
+    assert tuple(option.type.choices) == search_names.PRUNERS and option.default == search_names.DEFAULT_PRUNER
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(search_names.DEFAULT_PRUNER, 20))
 
     def run(curve):
         trial = study.ask()
@@ -204,5 +204,5 @@ def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
         assert run([0.3 + 0.02 * i + 0.02 * e for e in range(20)]) == 20  # startup: never pruned
     assert run([0.1] * 20) <= 2
     assert run([0.5 + 0.02 * e for e in range(20)]) == 20
-    for name in search_mod.PRUNERS:
-        assert isinstance(search_mod.make_pruner(name, 20), optuna.pruners.BasePruner)
+    for name in search_names.PRUNERS:
+        assert isinstance(make_pruner(name, 20), optuna.pruners.BasePruner)

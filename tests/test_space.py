@@ -3,7 +3,7 @@ import pytest
 
 from sceneclf.errors import ConfigError
 from sceneclf.model.budget import count_params
-from sceneclf.space import load_space, packaged_spaces, parse_space, sample
+from sceneclf.search.space import load_space, packaged_spaces, parse_space, sample
 
 FIXED = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "noise": 0.1, "dropout": 0.2,
          "kernel_size": 5, "n_blocks": 3, "base_width": 16, "growth": 1.5}

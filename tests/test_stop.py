@@ -2,7 +2,7 @@
 
 import optuna
 
-from sceneclf.study import Stop
+from sceneclf.search.study import Stop
 
 
 def failing(reasons):

@@ -1,5 +1,6 @@
 """Training, caching and the train command on the tiny synthetic data set."""
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -9,11 +10,11 @@ from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.melset import MelSet
 from sceneclf.data.prepare import DataConfig, prepare
-from sceneclf.model.budget import Budget
+from sceneclf.model.budget import Budget, count_params
 from sceneclf.model.checkpoint import load_checkpoint
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.train import NonFiniteLossError, TrainConfig, evaluate, fit, train_model
+from sceneclf.train import NonFiniteLossError, TrainConfig, fit, score, train_model
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_short_training_beats_chance_clearly(prepared):
                                 Budget(), prepared.splits["train"], prepared.splits["train"],
                                 prepared.frames)
     # training accuracy on 15 classes: chance is 1/15 (0.633 here, the same at 1 and 2 threads)
-    acc, _, _ = evaluate(model, prepared.splits["train"], prepared.frames)
+    acc, _, _ = score(model, prepared.splits["train"], prepared.frames)
     assert acc > 0.5
     assert result.epochs_run == 12 and len(result.history) == 12
 
@@ -143,3 +144,19 @@ def test_corrupt_file_named_or_skipped(tiny_data, tmp_path):
                                    "--out", str(tmp_path / "m.pt")])
     assert res.exit_code == 0, res.output
     assert "skipped 1 unreadable file" in res.output
+
+
+def test_budget_counts_the_data_sets_own_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    for label, colour in (("quiet", 0.05), ("loud", 0.5)):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        for i in range(8):
+            sf.write(tmp_path / "d" / label / f"{label}{i}.wav", colour * rng.standard_normal(16000 * 3), 16000)
+    exact = count_params(ModelConfig(n_classes=2, widths=(8, 16)))
+    args = ["train", "--data", str(tmp_path / "d"), "--widths", "8,16", "--epochs", "1",
+            "--out", str(tmp_path / "m.pt"), "--device", "cpu"]
+    res = CliRunner().invoke(cli, [*args, "--max-params", str(exact)])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(tmp_path / "m.pt").model_cfg.n_classes == 2
+    res = CliRunner().invoke(cli, [*args, "--max-params", str(exact - 1)])
+    assert res.exit_code == 2 and f"model has {exact:,} parameters, over the budget of {exact - 1:,}" in res.output

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from sceneclf.cli import cli
-from sceneclf.report import trial_state
+from sceneclf.search.record import trial_state
 
 
 def free_port() -> int:

@@ -166,9 +166,10 @@ def _check_options(layout: str | None, fold: int, val_fraction: float,
                           f"(understood layouts: {', '.join(LAYOUTS)})")
     if isinstance(fold, bool) or not isinstance(fold, int) or fold < 1:
         raise ConfigError(f"--fold {fold!r}: must be a whole number from 1")
-    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+    # DataConfig fields, not options: the CLI keeps the default fractions.
+    for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
-            raise ConfigError(f"{option} {value}: must be at least 0 and below 1")
+            raise ConfigError(f"DataConfig.{field} {value}: must be at least 0 and below 1")
     if val_fraction + test_fraction >= 1:
-        raise ConfigError(f"--val-fraction {val_fraction} + --test-fraction {test_fraction}: "
+        raise ConfigError(f"DataConfig.val_fraction {val_fraction} + test_fraction {test_fraction}: "
                           f"must sum to below 1 (nothing left to train on)")

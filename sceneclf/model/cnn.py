@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from sceneclf.errors import ConfigError
+from sceneclf.model import KERNEL_SIZES, MAX_BLOCKS
 from sceneclf.model.frontend import FeatureConfig, FrontEnd
 
 BN_MOMENTUM = 0.3  # short epochs: running statistics must keep up with the weights (bench compute)
@@ -28,20 +29,18 @@ class ModelConfig:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if self.n_classes < 2:
             raise ConfigError(f"n_classes {self.n_classes}: need at least 2 classes")
-        if not 1 <= len(self.widths) <= 6 or min(self.widths) < 1:
-            raise ConfigError(f"widths {self.widths}: need 1..6 blocks of width >= 1")
-        if self.kernel_size not in (1, 3, 5, 7):
-            raise ConfigError(f"kernel_size {self.kernel_size} must be 1, 3, 5 or 7")
+        if not 1 <= len(self.widths) <= MAX_BLOCKS or min(self.widths) < 1:
+            raise ConfigError(f"widths {self.widths}: need 1..{MAX_BLOCKS} blocks of width >= 1")
+        if self.kernel_size not in KERNEL_SIZES:
+            raise ConfigError(f"kernel_size {self.kernel_size} must be one of {', '.join(map(str, KERNEL_SIZES))}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout {self.dropout} must lie in [0, 1)")
 
 
 class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
     """`nn.AdaptiveAvgPool2d(1)`, computed as a mean over the channels-last layout the blocks
-    produce. Same values; but its backward hands the ReLU before it a gradient in that layout,
-    where torch's own pooling hands it a broadcast one that the ReLU's backward walks across
-    strides: 2.1 -> 0.5 ms for ReLU + pooling forward and backward of the default CNN's last block
-    (32 x 64 x 10 x 24), a training step 3-4 % faster (steps interleaved; 2 cores, 2026-11-24)."""
+    produce: same values, but its backward hands the ReLU before it a gradient in that layout
+    instead of a broadcast one walked across strides (bench compute has the gain)."""
 
     def __init__(self) -> None:
         super().__init__(1)
@@ -64,10 +63,7 @@ class SceneCNN(nn.Module):
                 nn.BatchNorm2d(w, momentum=BN_MOMENTUM),
             ]
             if i < len(cfg.widths) - 1:
-                # Pooling before the ReLU computes exactly Conv-BN-ReLU-MaxPool (ReLU is monotone,
-                # so it commutes with max; same outputs and gradients, bit for bit) with the ReLU
-                # and its backward on a quarter of the elements: 1.03-1.04x per training pass
-                # here (bench 2, 06:02 on 2026-11-24).
+                # Max-pool before the ReLU: the same outputs (ReLU commutes with max), on a quarter of the elements.
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             layers.append(nn.ReLU(inplace=True))
             blocks.append(nn.Sequential(*layers))
@@ -78,7 +74,7 @@ class SceneCNN(nn.Module):
         self.head = nn.Linear(cin, cfg.n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels_last: the CPU convolutions run 1.2-1.5x faster on these small maps (bench/RESULTS.md).
+        # channels_last: the CPU convolutions run faster on these small maps (bench compute).
         x = self.pool(self.blocks(x.contiguous(memory_format=torch.channels_last))).flatten(1)
         return self.head(self.dropout(x))
 
@@ -86,9 +82,7 @@ class SceneCNN(nn.Module):
     def fused(self) -> SceneCNN:
         """A copy for inference, in eval mode, with each BatchNorm folded into the convolution
         before it (`torch.nn.utils.fusion.fuse_conv_bn_eval`, from the running statistics): the
-        same outputs to float rounding, without BatchNorm's pass over the largest feature maps. A
-        validation pass of the default CNN (150 clips, after a training pass, as in `fit`): 59 -> 43
-        ms on 2 cores (2026-11-24); no gain measured in a process whose heap earlier work had grown."""
+        same outputs to float rounding, without BatchNorm's pass over the largest feature maps."""
         with torch.inference_mode(False):  # callable from inference code: the copy needs real tensors
             out = copy.deepcopy(self).eval()
             for block in out.blocks:

@@ -10,28 +10,23 @@ import plotly.graph_objects as go
 from optuna import visualization as ov
 from optuna.trial import TrialState
 
+from sceneclf.search.record import TrialAttr, top_trials, trial_state, trial_value
+
 STATE_COLOURS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "OVER_BUDGET": "#7f7f7f", "FAIL": "#d62728"}
-
-
-def trial_state(t: optuna.trial.FrozenTrial) -> str:
-    """COMPLETE, PRUNED, OVER_BUDGET, FAIL, RUNNING or WAITING."""
-    if t.user_attrs.get("over_budget"):
-        return "OVER_BUDGET"
-    return t.state.name
 
 
 def accuracy_vs_params(study: optuna.Study, max_params: int | None = None) -> go.Figure:
     """Validation accuracy (last reported for pruned trials) against parameter count."""
     fig = go.Figure()
     for state, colour in STATE_COLOURS.items():
-        pts = [t for t in study.trials if trial_state(t) == state and "n_params" in t.user_attrs]
+        pts = [t for t in study.trials if trial_state(t) == state and TrialAttr.N_PARAMS in t.user_attrs]
         if not pts:
             continue
         ys = [t.value if t.value is not None else
               (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else 0.0)
               for t in pts]
         fig.add_trace(go.Scatter(
-            x=[t.user_attrs["n_params"] for t in pts], y=ys, mode="markers", name=state.lower(),
+            x=[t.user_attrs[TrialAttr.N_PARAMS] for t in pts], y=ys, mode="markers", name=state.lower(),
             marker={"color": colour, "size": 9}, text=[f"trial {t.number}" for t in pts]))
     if max_params:
         fig.add_vline(x=max_params, line_dash="dash", line_color="black",
@@ -120,17 +115,12 @@ def training_curves(history: dict[str, list[tuple[int, float]]], title: str = "T
 
 
 def top_trials_rows(study: optuna.Study, n: int = 10) -> list[dict]:
-    """The rows of study.top_trials_table as dicts: best first (complete before pruned)."""
-    from sceneclf.search import FINISHED, trial_value
-
-    trials = [t for t in study.trials if t.state in FINISHED]
-    key = [(t, trial_value(t)) for t in trials]
-    key.sort(key=lambda tv: (trial_state(tv[0]) == "COMPLETE", -1.0 if tv[1] != tv[1] else tv[1]), reverse=True)
-    return [{"trial": t.number, "val_accuracy": v, "params": t.user_attrs.get("n_params"),
-             "macs": t.user_attrs.get("macs"), "widths": t.user_attrs.get("widths"),
-             "epochs": t.user_attrs.get("epochs_run", len(t.intermediate_values)),
+    """The rows of the search's top-trials table as dicts, best first."""
+    return [{"trial": t.number, "val_accuracy": trial_value(t), "params": t.user_attrs.get(TrialAttr.N_PARAMS),
+             "macs": t.user_attrs.get(TrialAttr.MACS), "widths": t.user_attrs.get(TrialAttr.WIDTHS),
+             "epochs": t.user_attrs.get(TrialAttr.EPOCHS_RUN, len(t.intermediate_values)),
              "state": trial_state(t).lower(), **{f"p.{k}": v for k, v in t.params.items()}}
-            for t, v in key[:n]]
+            for t in top_trials(study, n)]
 
 
 def _cell(value) -> str:

@@ -1,5 +1,4 @@
-"""`sceneclf ui` (the MLflow UI on the store the other commands use) and `sceneclf studies` (the
-studies in an Optuna storage: trials by state, best value, when each last ran)."""
+"""`sceneclf ui`: the MLflow UI on the store the other commands use."""
 
 from __future__ import annotations
 
@@ -14,12 +13,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sceneclf.errors import ConfigError, first_line
-
-STATES = ("COMPLETE", "PRUNED", "OVER_BUDGET", "FAIL", "RUNNING", "WAITING")
+from sceneclf.tracking.stores import check_store, experiment_url, local_artifact_root, mlflow_client
 
 
 # -- the MLflow UI -------------------------------------------------------------------------------
@@ -44,9 +41,6 @@ def check_port_free(host: str, port: int) -> None:
 def study_experiment_url(base: str, tracking_uri: str, experiment: str) -> str | None:
     """The URL of `experiment`'s runs table in the UI at `base`; None if there is no such
     experiment."""
-    from sceneclf.stores import mlflow_client
-    from sceneclf.tracking import experiment_url
-
     try:
         found = mlflow_client(tracking_uri).get_experiment_by_name(experiment)
     except Exception as exc:
@@ -82,17 +76,15 @@ class UiServer:
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port), "--workers", "1"]
-    if tracking_uri.startswith("sqlite:///"):  # new experiments' artifacts beside the store
-        db = Path(tracking_uri[len("sqlite:///"):])
-        cmd += ["--default-artifact-root", (db.parent / "artifacts").resolve().as_uri(), "--no-serve-artifacts"]
+    root = local_artifact_root(tracking_uri)
+    if root is not None:  # new experiments' artifacts beside the store
+        cmd += ["--default-artifact-root", root, "--no-serve-artifacts"]
     return cmd
 
 
 def start_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> UiServer:
     """Start `mlflow server` on the store in its own process group (not waiting for it). Its
     output goes to a log file, quoted in the error if it does not come up."""
-    from sceneclf.stores import check_store
-
     check_store(tracking_uri)
     check_port_free(host, port)
     log = Path(tempfile.mkstemp(prefix="sceneclf-ui-", suffix=".log")[1])
@@ -150,63 +142,3 @@ def run_ui(tracking_uri: str, host: str, port: int, study: str, echo=print) -> i
         signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.stop()
-
-
-# -- studies -----------------------------------------------------------------------------------
-@dataclass
-class StudyRow:
-    name: str
-    counts: dict[str, int]
-    best_value: float | None
-    best_trial: int | None
-    last_run: datetime | None
-    space: str | None
-
-    def to_dict(self) -> dict:
-        return {"study": self.name, "trials": sum(self.counts.values()), "states": self.counts,
-                "best_value": self.best_value, "best_trial": self.best_trial,
-                "last_run": self.last_run.isoformat(timespec="seconds") if self.last_run else None,
-                "space": self.space}
-
-
-def list_studies(storage_url: str) -> list[StudyRow]:
-    import optuna
-
-    from sceneclf.report import trial_state
-    from sceneclf.search import best_feasible, open_storage
-    from sceneclf.stores import check_storage
-
-    check_storage(storage_url)
-    storage = open_storage(storage_url)
-    rows = []
-    for summary in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False),
-                          key=lambda s: s.study_name):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        counts = {s: 0 for s in STATES}
-        for t in trials:
-            counts[trial_state(t)] = counts.get(trial_state(t), 0) + 1
-        times = [d for t in trials for d in (t.datetime_complete, t.datetime_start) if d is not None]
-        best = best_feasible(study) if study.directions and len(study.directions) == 1 else None
-        record = study.user_attrs.get("sceneclf") or {}
-        rows.append(StudyRow(summary.study_name, counts, best.value if best else None,
-                             best.number if best else None, max(times) if times else None,
-                             record.get("space_name")))
-    return rows
-
-
-def format_studies(rows: list[StudyRow], storage_url: str) -> str:
-    if not rows:
-        return f"no studies in {storage_url}"
-    width = max(len("study"), *(len(r.name) for r in rows)) + 2
-    head = (f"{'study':<{width}}{'trials':>7}{'complete':>10}{'pruned':>8}{'over_budget':>13}{'failed':>8}"
-            f"{'running':>9}   {'best':<16}{'last run':<19}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        c = r.counts
-        best = f"{r.best_value:.4f} (#{r.best_trial})" if r.best_value is not None else "-"
-        last = r.last_run.strftime("%Y-%m-%d %H:%M:%S") if r.last_run else "-"
-        lines.append(f"{r.name:<{width}}{sum(c.values()):>7}{c['COMPLETE']:>10}{c['PRUNED']:>8}"
-                     f"{c['OVER_BUDGET']:>13}{c['FAIL']:>8}{c['RUNNING'] + c['WAITING']:>9}   "
-                     f"{best:<16}{last}")
-    return "\n".join(line.rstrip() for line in lines)

@@ -119,9 +119,7 @@ def read_windows(path: Path, cfg: AudioConfig,
             yield frames / src_rate, [start / rate for start in group], torch.from_numpy(np.stack(chunk))
 
 
-# Output samples of filter context kept at each edge of a resampled stretch (torchaudio's default
-# sinc filter reaches 6 zero crossings, a few samples, either side).
-RESAMPLE_MARGIN = 64
+RESAMPLE_MARGIN = 64  # samples kept at each edge of a resampled stretch: torchaudio's sinc filter reach
 
 
 @functools.lru_cache(maxsize=8)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from sceneclf.errors import ConfigError
+from sceneclf.model import MAX_BLOCKS
 from sceneclf.model.budget import Budget
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import TrainConfig
 
-MAX_BLOCKS = 6
 #: Every parameter a space may tune, and what it sets.
 KNOWN_PARAMS = {
     "lr": "Adam learning rate",

@@ -1,59 +1,94 @@
-"""MLflow: one experiment per study, a parent run for the study, a nested run per trial.
-
-All MLflow calls live here. The search calls a `Tracker`; nothing else imports mlflow, except
-retraining, which logs the final model with the `mlflow.pytorch` flavor through `log_model`.
-"""
+"""Tracking a search: the `Tracker` protocol the search calls, `MlflowTracker` (one
+experiment per study, a parent run for the study, a nested run per trial) and `NullTracker`,
+which does nothing, for `--no-mlflow`."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sceneclf.errors import ConfigError, first_line
+from sceneclf.paths import sqlite_path
+from sceneclf.tracking.stores import local_artifact_root, mlflow_client
 
 # The UI opens such experiments on the runs table ("model training"), not on traces.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-DEFAULT_STORE = Path("mlruns")
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "OVER_BUDGET": "KILLED", "FAIL": "FAILED"}
 
 
-def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
-    """`$MLFLOW_TRACKING_URI`, else a SQLite store under `mlruns/`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(store / 'mlflow.db').resolve()}"
+class Tracker(Protocol):
+    """What the search tells its tracker. Run ids are None where nothing is tracked."""
+
+    experiment_id: str | None
+
+    def parent_run(self, study: str, settings: dict[str, Any], run_id: str | None = None) -> str | None: ...
+    def end_parent(self, run_id: str | None, status: str = "FINISHED") -> None: ...
+    def set_best(self, parent_id: str, trial_number: int, trial_run_id: str, checkpoint: Path,
+                 params: dict[str, Any], metrics: dict[str, float]) -> str | None: ...
+    def log_figures(self, run_id: str | None, figures: dict[str, str]) -> None: ...
+    def start_trial(self, parent_id: str | None, study: str, number: int, params: dict[str, Any],
+                    sizes: dict[str, float]) -> str | None: ...
+    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int = 0) -> None: ...
+    def log_text(self, run_id: str | None, text: str, name: str) -> None: ...
+    def log_checkpoint(self, run_id: str | None, path: Path) -> None: ...
+    def end_trial(self, run_id: str | None, state: str, reason: str | None = None) -> None: ...
+    def close_if_running(self, run_id: str, state: str, reason: str) -> bool: ...
 
 
-def experiment_url(server: str, experiment_id: str) -> str:
-    """The experiment's runs table in the MLflow UI (model-training view, not GenAI traces)."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+class NullTracker:
+    """Tracks nothing (`--no-mlflow`)."""
+
+    experiment_id = None
+
+    def parent_run(self, study, settings, run_id=None) -> None:
+        return None
+
+    def end_parent(self, run_id, status="FINISHED") -> None:
+        pass
+
+    def set_best(self, parent_id, trial_number, trial_run_id, checkpoint, params, metrics) -> None:
+        return None
+
+    def log_figures(self, run_id, figures) -> None:
+        pass
+
+    def start_trial(self, parent_id, study, number, params, sizes) -> None:
+        return None
+
+    def log_metrics(self, run_id, metrics, step=0) -> None:
+        pass
+
+    def log_text(self, run_id, text, name) -> None:
+        pass
+
+    def log_checkpoint(self, run_id, path) -> None:
+        pass
+
+    def end_trial(self, run_id, state, reason=None) -> None:
+        pass
+
+    def close_if_running(self, run_id, state, reason) -> bool:
+        return False
 
 
-def _local_artifact_root(uri: str) -> str | None:
-    """Artifacts beside a local SQLite store (mlruns/artifacts); a server decides its own."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        return (db.parent / "artifacts").resolve().as_uri()
-    return None
+def open_tracker(tracking_uri: str | None, experiment: str) -> Tracker:
+    """An MlflowTracker on `tracking_uri`, or a NullTracker when it is None."""
+    return NullTracker() if tracking_uri is None else MlflowTracker(tracking_uri, experiment)
 
 
-class Tracker:
-    """MLflow side of a search: experiment, parent run, trial runs, checkpoints, figures."""
+class MlflowTracker:
+    """The search tracked in MLflow: experiment, parent run, trial runs, checkpoints, figures."""
 
     def __init__(self, tracking_uri: str, experiment: str):
-        # Fail fast on an unreachable server instead of retrying for minutes.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        from mlflow.tracking import MlflowClient
-
         self.uri = tracking_uri
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        if (db := sqlite_path(tracking_uri)) is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MlflowClient(tracking_uri)
+            self.client = mlflow_client(tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
-                root = _local_artifact_root(tracking_uri)
+                root = local_artifact_root(tracking_uri)
                 exp_id = self.client.create_experiment(
                     experiment, artifact_location=f"{root}/{experiment}" if root else None,
                     tags=EXPERIMENT_KIND)

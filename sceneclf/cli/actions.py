@@ -1,26 +1,25 @@
-"""What each command does, between the CLI (parsing) and the library; output through `echo`."""
+"""The work behind `train`, `search`, `worker` and `retrain-best`, between the CLI (parsing) and
+the library: requests in, output through `echo`."""
 
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, PreparedData, check_trainable, default_cache_dir, prepare
+from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError
 from sceneclf.model.budget import Budget, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.space import load_space
-from sceneclf.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
-from sceneclf.train import TrainConfig, evaluate, pick_device, train_model
-
-Echo = Callable[[str], None]
+from sceneclf.search.space import load_space
+from sceneclf.search.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
+from sceneclf.train import TrainConfig, pick_device, score, train_model
 
 
 def data_config(data: Path | None, layout: str | None, fold: int) -> DataConfig:
@@ -77,12 +76,12 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
     train_cfg = TrainConfig(lr=req.lr, weight_decay=req.weight_decay, batch_size=req.batch_size,
                             epochs=req.epochs, seed=req.seed)
     budget = Budget(max_params=req.max_params)
-    # Budget first: an over-budget model is refused before any data is read.
-    n_classes_guess = ModelConfig(widths=req.widths, kernel_size=req.kernel_size, dropout=req.dropout)
-    budget.check(count_params(n_classes_guess), None)
+    # Before any data is read, the smallest head (2 classes): a model over budget even so is refused.
+    smallest = ModelConfig(n_classes=2, widths=req.widths, kernel_size=req.kernel_size, dropout=req.dropout)
+    budget.check(count_params(smallest), None)
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo, features=features)
-    model_cfg = ModelConfig(n_classes=len(prepared.classes), widths=req.widths,
-                            kernel_size=req.kernel_size, dropout=req.dropout)
+    model_cfg = replace(smallest, n_classes=len(prepared.classes))
+    budget.check(count_params(model_cfg), None)
     echo(summarize(model_cfg, (features.n_mels, prepared.frames)).format())
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
@@ -94,7 +93,7 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
                                 prepared.splits["val"], prepared.frames, on_epoch=on_epoch,
                                 device=device)
     model.cpu()
-    test_acc, test_loss, _ = evaluate(model, prepared.splits["test"], prepared.frames)
+    test_acc, test_loss, _ = score(model, prepared.splits["test"], prepared.frames)
     metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch}
     save_checkpoint(req.out, Checkpoint(model, AudioConfig(), features, model_cfg, prepared.classes,
@@ -129,7 +128,7 @@ class SearchRequest:
 
 def search_settings(req: SearchRequest) -> SearchSettings:
     from sceneclf.search import DEFAULT_STORAGE
-    from sceneclf.tracking import default_tracking_uri
+    from sceneclf.tracking.stores import default_tracking_uri
 
     return SearchSettings(
         study=req.study, storage=req.storage or DEFAULT_STORAGE,
@@ -184,8 +183,8 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
     import torch
 
     from sceneclf.search import DEFAULT_STORAGE
-    from sceneclf.study import join_study
-    from sceneclf.tracking import default_tracking_uri
+    from sceneclf.search.study import join_study
+    from sceneclf.tracking.stores import default_tracking_uri
 
     if req.threads:
         torch.set_num_threads(req.threads)
@@ -197,9 +196,9 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
         tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
         seed=req.seed + 1000 * req.worker_index, device=str(device))
     if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
-        from sceneclf.tracking import Tracker
+        from sceneclf.tracking.tracker import MlflowTracker
 
-        Tracker(settings.tracking_uri, settings.study)
+        MlflowTracker(settings.tracking_uri, settings.study)
     outcome = join_study(settings, lambda cfg: load_data(cfg, req.cache_dir, req.skip_bad, echo),
                          req.trials, req.timeout, echo, progress=req.progress, data=req.data)
     if outcome.stopped_because:
@@ -214,9 +213,9 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
         space = replace(space, budget=replace(space.budget, max_params=req.max_params))
     settings = search_settings(req)
     if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
-        from sceneclf.tracking import Tracker
+        from sceneclf.tracking.tracker import MlflowTracker
 
-        Tracker(settings.tracking_uri, settings.study)
+        MlflowTracker(settings.tracking_uri, settings.study)
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo)
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
          f"budget {space.budget.max_params:,} parameters"
@@ -253,13 +252,15 @@ class RetrainRequest:
 
 
 def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
-    from sceneclf import retrain
     from sceneclf.search import DEFAULT_STORAGE
-    from sceneclf.tracking import default_tracking_uri
+    from sceneclf.search.storage import load_study
+    from sceneclf.tasks import retrain
+    from sceneclf.tracking.models import REGISTERED_MODEL, log_retrained_model
+    from sceneclf.tracking.stores import default_tracking_uri
 
     check_writable(req.out)
     storage = req.storage or DEFAULT_STORAGE
-    study = retrain.load_study(storage, req.study)
+    study = load_study(storage, req.study)
     data_cfg = req.data or retrain.stored_data_config(study)
     tracking_uri = (req.tracking_uri or default_tracking_uri()) if req.mlflow else None
     prepared = load_data(data_cfg, req.cache_dir, req.skip_bad, echo)
@@ -272,9 +273,9 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     echo(f"checkpoint: {req.out}")
     result = {"checkpoint": str(req.out), **ckpt.metrics}
     if tracking_uri:
-        run_id, version = retrain.log_to_mlflow(tracking_uri, req.study, best, ckpt, history, req.out,
-                                                AudioConfig().clip_samples)
-        echo(f"MLflow run {run_id}; registered model {retrain.REGISTERED_MODEL!r} version {version} "
-             f"(models:/{retrain.REGISTERED_MODEL}/{version})")
+        run_id, version = log_retrained_model(tracking_uri, req.study, best.trial.number, best.parent_run_id,
+                                              best.configs.flat(), ckpt, history, req.out, AudioConfig().clip_samples)
+        echo(f"MLflow run {run_id}; registered model {REGISTERED_MODEL!r} version {version} "
+             f"(models:/{REGISTERED_MODEL}/{version})")
         result.update(run_id=run_id, version=version)
     return result

@@ -1,4 +1,4 @@
-"""`sceneclf report`: gather what the study report shows, then render it with report.py.
+"""`sceneclf report`: gather what the study report shows, then render it with `figures`.
 
 The study's settings and trials come from the Optuna storage. The retrained model is the one
 given with `--model`, else the newest `retrain-best` run of the study in MLflow (tags
@@ -8,52 +8,50 @@ split of the data the study was searched with, its training curves come from the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 
+from sceneclf.echo import Echo
 from sceneclf.errors import SceneclfError
 from sceneclf.model.budget import count_params
-from sceneclf.report import (
+from sceneclf.report.figures import (
     ModelSection,
     learning_curves,
     study_figures,
     study_report_html,
     training_curves,
-    trial_state,
 )
-from sceneclf.stores import check_store, mlflow_client
-
-Echo = Callable[[str], None]
+from sceneclf.search.record import StudyAttr, StudyRecord, best_feasible, trial_state
+from sceneclf.tracking.stores import check_store, mlflow_client
 
 
 def study_settings(study: optuna.Study, storage_url: str) -> dict:
-    record = study.user_attrs.get("sceneclf") or {}
+    record = StudyRecord.load(study)
     counts: dict[str, int] = {}
     for t in study.trials:
         counts[trial_state(t).lower()] = counts.get(trial_state(t).lower(), 0) + 1
-    from sceneclf.search import best_feasible
-
     best = best_feasible(study)
-    budget = record.get("budget", {})
-    data = record.get("data", {})
     settings = {
         "storage": storage_url,
         "trials": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none",
         "best trial": f"#{best.number}: validation accuracy {best.value:.4f}" if best else "none yet",
         "best parameters": ", ".join(f"{k}={_short(v)}" for k, v in best.params.items()) if best else "–",
-        "search space": record.get("space_name"),
-        "parameter budget": budget.get("max_params"),
-        "MAC budget": budget.get("max_macs"),
-        "epochs per trial": record.get("epochs"),
-        "sampler": record.get("sampler"),
-        "pruner": record.get("pruner"),
-        "data": data.get("data") or "embedded synthetic data set" if record else None,
-        "data fingerprint": record.get("fingerprint"),
-        "MLflow study run": study.user_attrs.get("mlflow_parent_run_id"),
-        "space file": record.get("space_text"),
     }
+    if record is not None:
+        settings.update({
+            "search space": record.space_name,
+            "parameter budget": record.budget.max_params,
+            "MAC budget": record.budget.max_macs,
+            "epochs per trial": record.epochs,
+            "sampler": record.sampler,
+            "pruner": record.pruner,
+            "data": record.data.data or "embedded synthetic data set",
+            "data fingerprint": record.fingerprint,
+        })
+    settings["MLflow study run"] = study.user_attrs.get(StudyAttr.PARENT_RUN)
+    if record is not None:
+        settings["space file"] = record.space_text
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -61,22 +59,11 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def find_retrain_run(client, study: str):
-    """The newest finished `retrain-best` run of `study`, or None."""
-    exp = client.get_experiment_by_name(study)
-    if exp is None:
-        return None
-    runs = client.search_runs(
-        [exp.experiment_id],
-        f"tags.`sceneclf.role` = 'retrain' and tags.`sceneclf.study` = '{study}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
 def retrained_section(study: optuna.Study, tracking_uri: str | None, model_ref: str | None,
                       cache_dir: Path, echo: Echo) -> tuple[ModelSection | None, list[str]]:
     """The retrained model's section (None when there is none) and notes on what was left out."""
-    from sceneclf import evaluate as ev
+    from sceneclf.tasks import evaluate as ev
+    from sceneclf.tracking import models
 
     notes: list[str] = []
     client = None
@@ -88,14 +75,14 @@ def retrained_section(study: optuna.Study, tracking_uri: str | None, model_ref: 
             notes.append(f"MLflow not used: {exc}")
     run = None
     if model_ref is not None:
-        loaded = ev.load_model(model_ref, tracking_uri)
+        loaded = models.load_model(model_ref, tracking_uri)
         if loaded.run_id and client is not None:
             run = client.get_run(loaded.run_id)
     elif client is not None:
-        run = find_retrain_run(client, study.study_name)
+        run = models.find_retrain_run(client, study.study_name)
         if run is None:
             return None, notes
-        loaded = ev.LoadedModel(ev.checkpoint_from_run(client, run.info.run_id, f"runs:/{run.info.run_id}/model"),
+        loaded = models.LoadedModel(models.checkpoint_from_run(client, run.info.run_id, f"runs:/{run.info.run_id}/model"),
                                 f"runs:/{run.info.run_id}/model", run.info.run_id, run.info.experiment_id,
                                 dict(run.data.tags))
     else:
@@ -115,7 +102,7 @@ def retrained_section(study: optuna.Study, tracking_uri: str | None, model_ref: 
             section.figures["training_curves"] = training_curves(history, "Retraining: loss and learning rate per epoch")
     else:
         section.notes.append("no MLflow run for this model, so no training curves")
-    from sceneclf.retrain import stored_data_config
+    from sceneclf.tasks.retrain import stored_data_config
 
     try:
         evaluation = ev.evaluate_model(loaded, stored_data_config(study), "test", cache_dir, echo=echo)
@@ -131,8 +118,8 @@ def retrained_section(study: optuna.Study, tracking_uri: str | None, model_ref: 
 def build_report(study: optuna.Study, storage_url: str, tracking_uri: str | None, model_ref: str | None,
                  cache_dir: Path, echo: Echo = lambda _: None) -> tuple[str, list[str]]:
     """The report's HTML and the names of the figures it holds."""
-    record = study.user_attrs.get("sceneclf") or {}
-    figures = study_figures(study, (record.get("budget") or {}).get("max_params"))
+    record = StudyRecord.load(study)
+    figures = study_figures(study, record.budget.max_params if record else None)
     figures.pop("intermediate_values", None)  # replaced by learning_curves (pruned trials marked)
     if any(t.intermediate_values for t in study.trials):
         figures["learning_curves"] = learning_curves(study)

@@ -7,13 +7,11 @@ different space or different data under the same study name is refused.
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import signal
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -21,32 +19,32 @@ from optuna.trial import TrialState
 
 from sceneclf.atomic import sweep_stale
 from sceneclf.data.prepare import DataConfig, PreparedData
+from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError, first_line
-from sceneclf.model.budget import Budget
-from sceneclf.report import figure_html, study_figures, trial_state
-from sceneclf.search import (
-    DEFAULT_PRUNER,
+from sceneclf.report.figures import figure_html, study_figures
+from sceneclf.search import DEFAULT_PRUNER, DEFAULT_STORAGE
+from sceneclf.search.objective import Objective
+from sceneclf.search.record import (
     FINISHED,
-    Objective,
+    StudyAttr,
+    StudyRecord,
+    TrialAttr,
     best_feasible,
-    close_failed_runs,
     count_finished,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    promote_pending,
-    recover_dead_trials,
+    top_trials,
+    trial_state,
     trial_value,
 )
-from sceneclf.space import SearchSpace, parse_space
-
-Echo = Callable[[str], None]
+from sceneclf.search.recovery import close_failed_runs, promote_pending, recover_dead_trials
+from sceneclf.search.space import SearchSpace, parse_space
+from sceneclf.search.storage import make_pruner, make_sampler, open_storage
+from sceneclf.tracking.tracker import Tracker, open_tracker
 
 
 @dataclass(frozen=True)
 class SearchSettings:
     study: str = "sceneclf"
-    storage: str = "sqlite:///studies/sceneclf.db"
+    storage: str = DEFAULT_STORAGE
     tracking_uri: str | None = None  # None: no MLflow
     sampler: str = "tpe"
     pruner: str = DEFAULT_PRUNER
@@ -57,11 +55,10 @@ class SearchSettings:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def study_record(settings: SearchSettings, space: SearchSpace, budget: Budget, fingerprint: str) -> dict:
-    """What a study stores about itself (JSON-able)."""
-    return {"space_name": space.name, "space_text": space.text, "budget": asdict(budget),
-            "epochs": settings.epochs or space.epochs, "data": asdict(settings.data),
-            "fingerprint": fingerprint, "sampler": settings.sampler, "pruner": settings.pruner}
+def study_record(settings: SearchSettings, space: SearchSpace, fingerprint: str) -> StudyRecord:
+    return StudyRecord(space_name=space.name, space_text=space.text, budget=space.budget,
+                       epochs=settings.epochs or space.epochs, data=settings.data, fingerprint=fingerprint,
+                       sampler=settings.sampler, pruner=settings.pruner)
 
 
 def open_study(settings: SearchSettings, sampler_seed: int, epochs: int) -> optuna.Study:
@@ -78,18 +75,18 @@ def open_study(settings: SearchSettings, sampler_seed: int, epochs: int) -> optu
         raise ConfigError(f"--storage {settings.storage}: cannot open study {settings.study!r} ({reason})") from None
 
 
-def check_record(study: optuna.Study, record: dict) -> None:
+def check_record(study: optuna.Study, record: StudyRecord) -> None:
     """Refuse to mix searches: same study name, other space or other data."""
-    old = study.user_attrs.get("sceneclf")
+    old = StudyRecord.load(study)
     if old is None:
-        study.set_user_attr("sceneclf", record)
+        study.set_user_attr(StudyAttr.RECORD, record.to_attr())
         return
-    if old["space_text"] != record["space_text"] or old["budget"] != record["budget"]:
+    if old.space_text != record.space_text or old.budget != record.budget:
         raise ConfigError(f"--study {study.study_name}: exists with a different search space or budget "
-                          f"({old['space_name']}); use another --study name or the same --space")
-    if old["fingerprint"] != record["fingerprint"]:
+                          f"({old.space_name}); use another --study name or the same --space")
+    if old.fingerprint != record.fingerprint:
         raise ConfigError(f"--study {study.study_name}: exists with different data (fingerprint "
-                          f"{old['fingerprint']} here {record['fingerprint']}); use the same --data")
+                          f"{old.fingerprint} here {record.fingerprint}); use the same --data")
 
 
 class Stop(optuna.study.MaxTrialsCallback):
@@ -108,7 +105,7 @@ class Stop(optuna.study.MaxTrialsCallback):
             recent = trials[-n:]
             if len(recent) < n or any(t.state != TrialState.FAIL for t in recent):
                 continue
-            reasons = sorted({str(t.user_attrs.get("reason", "unknown")) for t in recent})
+            reasons = sorted({str(t.user_attrs.get(TrialAttr.REASON, "unknown")) for t in recent})
             if same_way and len({r.split(":")[0] for r in reasons}) > 1:
                 continue
             self.reason = f"the last {n} trials failed ({'; '.join(reasons)[:300]})"
@@ -134,19 +131,18 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
     """Open or resume the study, then run trials until `n_trials` more have finished or been
     pruned: in this process, plus `jobs - 1` worker processes (`worker_command`, which joins
     the study) sharing the storage and the trial count."""
-    record = study_record(settings, space, space.budget, data.fingerprint)
-    probe = open_study(settings, settings.seed, record["epochs"])
+    record = study_record(settings, space, data.fingerprint)
+    probe = open_study(settings, settings.seed, record.epochs)
     # A resumed study must not replay the sampler's first draws: seed by the study's length.
-    study = open_study(settings, settings.seed + len(probe.trials), record["epochs"]) if probe.trials else probe
+    study = open_study(settings, settings.seed + len(probe.trials), record.epochs) if probe.trials else probe
     check_record(study, record)
     target = count_finished(study) + n_trials
-    study.set_user_attr("target_trials", target)  # workers that join stop there too
-    tracker = _tracker(settings)
-    parent = None
-    if tracker:
-        parent = tracker.parent_run(settings.study, {**_flat(record), "storage": settings.storage},
-                                    study.user_attrs.get("mlflow_parent_run_id"))
-        study.set_user_attr("mlflow_parent_run_id", parent)
+    study.set_user_attr(StudyAttr.TARGET_TRIALS, target)  # workers that join stop there too
+    tracker = open_tracker(settings.tracking_uri, settings.study)
+    parent = tracker.parent_run(settings.study, {**record.flat(), "storage": settings.storage},
+                                study.user_attrs.get(StudyAttr.PARENT_RUN))
+    if parent is not None:
+        study.set_user_attr(StudyAttr.PARENT_RUN, parent)
     recovered = recover_dead_trials(study, tracker)
     if recovered:
         echo(f"recovered trial(s) {recovered} left running by a dead process: failed, queued again")
@@ -161,21 +157,21 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
         _reap(workers, interrupt=status == "KILLED")
         close_failed_runs(study, tracker)  # trials the heartbeat check failed during this search
         figures = study_figures(study, space.budget.max_params)
-        if tracker and parent:
+        if parent is not None:
             tracker.log_figures(parent, {k: figure_html(f, offline=True) for k, f in figures.items()})
             tracker.end_parent(parent, status)
     outcome.figures = figures
-    outcome.experiment_id = tracker.experiment_id if tracker else None
+    outcome.experiment_id = tracker.experiment_id
     return outcome
 
 
 def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data: PreparedData,
-         tracker, parent: str | None, target: int, timeout: float | None, echo: Echo,
+         tracker: Tracker, parent: str | None, target: int, timeout: float | None, echo: Echo,
          progress: bool) -> SearchOutcome:
     """Run trials in this process until the study has `target` finished or pruned trials."""
     objective = Objective(data, space, space.budget, settings.study, tracker, parent,
                           settings.checkpoint_dir / settings.study, seed=settings.seed,
-                          device=settings.device, epochs=study.user_attrs["sceneclf"]["epochs"])
+                          device=settings.device, epochs=StudyRecord.require(study).epochs)
     # Trial checkpoints a killed process left aside: the best one becomes best.pt, others go.
     promote_pending(study, objective.checkpoint_dir, tracker, parent)
     sweep_stale(objective.checkpoint_dir)
@@ -207,25 +203,28 @@ def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], Pr
     study's target (or `n_trials` more)."""
     storage = open_storage(settings.storage)
     try:
-        record = optuna.load_study(study_name=settings.study, storage=storage).user_attrs["sceneclf"]
+        record = StudyRecord.load(optuna.load_study(study_name=settings.study, storage=storage))
     except KeyError:
+        record = None
+    if record is None:
         raise ConfigError(f"--study {settings.study}: no sceneclf study of that name in {settings.storage}; "
-                          "start it with `sceneclf search` first") from None
-    space = parse_space(record["space_text"], record["space_name"])
-    settings = replace(settings, sampler=record["sampler"], pruner=record["pruner"], epochs=record["epochs"])
-    prepared = prepare_data(data or DataConfig(**record["data"]))
-    if prepared.fingerprint != record["fingerprint"]:
+                          "start it with `sceneclf search` first")
+    space = parse_space(record.space_text, record.space_name)
+    settings = replace(settings, sampler=record.sampler, pruner=record.pruner, epochs=record.epochs)
+    prepared = prepare_data(data or record.data)
+    if prepared.fingerprint != record.fingerprint:
         raise ConfigError(f"--study {settings.study}: this machine's data differ from the study's "
-                          f"(fingerprint {prepared.fingerprint}, study {record['fingerprint']}); "
+                          f"(fingerprint {prepared.fingerprint}, study {record.fingerprint}); "
                           "point --data at the same data set")
-    probe = open_study(settings, settings.seed, record["epochs"])
-    study = open_study(settings, settings.seed + 7919 * os.getpid() + len(probe.trials), record["epochs"])
-    target = count_finished(study) + n_trials if n_trials else int(study.user_attrs.get("target_trials", 0))
-    tracker = _tracker(settings)
-    parent = study.user_attrs.get("mlflow_parent_run_id") if tracker else None
-    if tracker and parent is None:
-        parent = tracker.parent_run(settings.study, _flat(record))
-        study.set_user_attr("mlflow_parent_run_id", parent)
+    probe = open_study(settings, settings.seed, record.epochs)
+    study = open_study(settings, settings.seed + 7919 * os.getpid() + len(probe.trials), record.epochs)
+    target = count_finished(study) + n_trials if n_trials else int(study.user_attrs.get(StudyAttr.TARGET_TRIALS, 0))
+    tracker = open_tracker(settings.tracking_uri, settings.study)
+    parent = study.user_attrs.get(StudyAttr.PARENT_RUN)
+    if parent is None:
+        parent = tracker.parent_run(settings.study, record.flat())
+        if parent is not None:
+            study.set_user_attr(StudyAttr.PARENT_RUN, parent)
     return work(study, settings, space, prepared, tracker, parent, target, timeout, echo, progress)
 
 
@@ -245,24 +244,6 @@ def _reap(workers: list[subprocess.Popen], interrupt: bool) -> None:
             w.wait(timeout=None if not interrupt else 60)
         except subprocess.TimeoutExpired:
             w.kill()
-
-
-def _tracker(settings: SearchSettings):
-    if settings.tracking_uri is None:
-        return None
-    from sceneclf.tracking import Tracker
-
-    for name in ("alembic", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    return Tracker(settings.tracking_uri, settings.study)
-
-
-def _flat(record: dict) -> dict:
-    out = {"space": record["space_name"], "epochs": record["epochs"], "fingerprint": record["fingerprint"],
-           "sampler": record["sampler"], "pruner": record["pruner"]}
-    out.update({f"budget.{k}": v for k, v in record["budget"].items()})
-    out.update({f"data.{k}": v for k, v in record["data"].items()})
-    return out
 
 
 class _progress_bar:
@@ -287,25 +268,20 @@ class _progress_bar:
 
 def top_trials_table(study: optuna.Study, n: int = 10) -> str:
     """Top trials by validation accuracy (last reported value for pruned ones)."""
-    trials = [t for t in study.trials if t.state in FINISHED]
-    trials.sort(key=lambda t: (trial_state(t) == "COMPLETE", _or(trial_value(t), -1.0)), reverse=True)
     head = f"{'trial':>5} {'val_acc':>7} {'params':>8} {'MACs':>11} {'lr':>9} {'widths':<16} {'noise':>5}  state"
     lines = [head, "-" * len(head)]
-    for t in trials[:n]:
-        v = trial_value(t)
+    for t in top_trials(study, n):
+        attrs = t.user_attrs
         lines.append(
-            f"{t.number:>5} {v:>7.3f} {t.user_attrs.get('n_params', 0):>8,} {t.user_attrs.get('macs', 0):>11,} "
-            f"{t.params.get('lr', float('nan')):>9.2e} {','.join(map(str, t.user_attrs.get('widths', []))):<16} "
+            f"{t.number:>5} {trial_value(t):>7.3f} {attrs.get(TrialAttr.N_PARAMS, 0):>8,} "
+            f"{attrs.get(TrialAttr.MACS, 0):>11,} {t.params.get('lr', float('nan')):>9.2e} "
+            f"{','.join(map(str, attrs.get(TrialAttr.WIDTHS, []))):<16} "
             f"{t.params.get('noise', float('nan')):>5.2f}  {trial_state(t).lower()}")
     return "\n".join(lines)
 
 
-def _or(value: float, default: float) -> float:
-    return default if math.isnan(value) else value
-
-
 def mlflow_ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
-    from sceneclf.tracking import experiment_url
+    from sceneclf.tracking.stores import experiment_url
 
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {experiment_url(tracking_uri, experiment_id or '0')}"

@@ -1,6 +1,4 @@
-"""Commands that use a search's results: evaluate, predict, report, ui, studies.
-
-Registered on the `sceneclf` group by sceneclf.cli (imported at its end)."""
+"""Commands that use a search's results: evaluate, predict, report, ui, studies."""
 
 from __future__ import annotations
 
@@ -10,14 +8,12 @@ from pathlib import Path
 import click
 
 from sceneclf import atomic
-from sceneclf.cli import cli, data_options, study_options
-
-TRACKING_HELP = "MLflow tracking URI [env MLFLOW_TRACKING_URI; default sqlite:///mlruns/mlflow.db]."
+from sceneclf.cli.group import cli
+from sceneclf.cli.options import STORAGE_HELP, TRACKING_HELP, data_options, study_options
+from sceneclf.search import DEFAULT_STORAGE
 
 
 def _storage(storage: str | None) -> str:
-    from sceneclf.search import DEFAULT_STORAGE
-
     return storage or DEFAULT_STORAGE
 
 
@@ -42,24 +38,27 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
 
     Example: sceneclf evaluate models:/sceneclf/1 --split test --json
     """
-    from sceneclf import commands
-    from sceneclf import evaluate as ev
+    from sceneclf.cli import actions
     from sceneclf.data.prepare import default_cache_dir
-    from sceneclf.report import figure_html
+    from sceneclf.report.figures import figure_html
+    from sceneclf.tasks import evaluate as ev
+    from sceneclf.tracking import models
 
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    loaded = ev.load_model(model, tracking_uri)
+    loaded = models.load_model(model, tracking_uri)
     echo(f"model: {loaded.source} ({len(loaded.checkpoint.classes)} classes)")
-    result = ev.evaluate_model(loaded, commands.data_config(data, layout, fold), split,
+    result = ev.evaluate_model(loaded, actions.data_config(data, layout, fold), split,
                                cache_dir or default_cache_dir(), skip_bad, echo=echo)
     out_html = (out_html or Path(f"{loaded.label}-{split}-confusion.html")).absolute()
     page = figure_html(ev.confusion_figure(result), offline=True)
     atomic.write_text(out_html, page)
     run_id = None
     if loaded.run_id is not None or tracking_uri is not None:
-        from sceneclf.tracking import default_tracking_uri
+        from sceneclf.tracking.stores import default_tracking_uri
 
-        run_id = ev.log_evaluation(tracking_uri or default_tracking_uri(), loaded, result, page, experiment)
+        run_id = models.log_evaluation(tracking_uri or default_tracking_uri(), loaded, split, ev.evaluation_metrics(result),
+                                       {"model": loaded.source, "data": result.data, "split": split},
+                                       json.dumps(result.to_dict(), indent=2), page, experiment)
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "html": str(out_html), "mlflow_run_id": run_id}))
         return
@@ -87,10 +86,10 @@ def predict(model, paths, top_k, fmt, per_window, tracking_uri) -> None:
 
     Example: sceneclf predict model.pt recordings/ street.flac --top-k 3 --format csv
     """
-    from sceneclf import evaluate as ev
-    from sceneclf import predict as pr
+    from sceneclf.tasks import predict as pr
+    from sceneclf.tracking.models import load_model
 
-    loaded = ev.load_model(model, tracking_uri)
+    loaded = load_model(model, tracking_uri)
     ckpt = loaded.checkpoint
     results = pr.predict_paths(ckpt.model, paths, ckpt.audio, keep_windows=per_window)
     click.echo(pr.format_results(results, ckpt.classes, top_k, fmt, per_window))
@@ -119,10 +118,9 @@ def report(study, storage, tracking_uri, model, out, cache_dir) -> None:
     Example: sceneclf report --study sceneclf --out report.html
     """
     from sceneclf.data.prepare import default_cache_dir
-    from sceneclf.retrain import load_study
-    from sceneclf.stores import check_storage
-    from sceneclf.study_report import build_report
-    from sceneclf.tracking import default_tracking_uri
+    from sceneclf.report.study import build_report
+    from sceneclf.search.storage import check_storage, load_study
+    from sceneclf.tracking.stores import default_tracking_uri
 
     storage = _storage(storage)
     check_storage(storage)
@@ -145,8 +143,8 @@ def ui(host, port, tracking_uri, study) -> None:
 
     Example: sceneclf ui --port 5000 --study sceneclf
     """
-    from sceneclf import ui as ui_mod
-    from sceneclf.tracking import default_tracking_uri
+    from sceneclf.tracking import ui as ui_mod
+    from sceneclf.tracking.stores import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
@@ -166,14 +164,14 @@ def ui(host, port, tracking_uri, study) -> None:
 
 @cli.command()
 @click.option("--storage", default=None, envvar="SCENECLF_STORAGE",
-              help="Optuna storage URL or journal file [env SCENECLF_STORAGE; default sqlite:///studies/sceneclf.db].")
+              help=STORAGE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of the table.")
 def studies(storage, as_json) -> None:
     """List the studies in a storage: trials by state, best value, when each last ran.
 
     Example: sceneclf studies --storage sqlite:///studies/sceneclf.db
     """
-    from sceneclf.ui import format_studies, list_studies
+    from sceneclf.search.listing import format_studies, list_studies
 
     storage = _storage(storage)
     rows = list_studies(storage)

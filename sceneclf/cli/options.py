@@ -1,0 +1,58 @@
+"""Option groups and parameters shared by several commands."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from sceneclf.data.manifest import LAYOUTS
+
+TRACKING_HELP = "MLflow tracking URI [env MLFLOW_TRACKING_URI; default sqlite:///mlruns/mlflow.db]."
+STORAGE_HELP = ("Optuna storage: an RDB URL (sqlite:///..., postgresql://...) or a journal file "
+                "path [env SCENECLF_STORAGE; default sqlite:///studies/sceneclf.db].")
+
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                             show_default=True)
+
+
+def parse_widths(ctx, param, value: str | None):
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
+    if not widths or min(widths) < 1:
+        raise click.BadParameter(f"'{value}': widths must be positive integers")
+    return widths
+
+
+def data_options(f):
+    """--data, --layout, --fold, --skip-bad, --cache-dir."""
+    @click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+                  help="Data set folder or CSV manifest (default: the embedded synthetic data set).")
+    @click.option("--layout", type=click.Choice(LAYOUTS),
+                  default=None, help="Force a layout instead of detecting it.")
+    @click.option("--fold", type=click.IntRange(1, 10), default=1, show_default=True,
+                  help="Official fold, where the layout has folds.")
+    @click.option("--skip-bad", is_flag=True, help="Drop unreadable audio files with a warning.")
+    @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                  envvar="SCENECLF_CACHE", help="Cache folder [env SCENECLF_CACHE; default ~/.cache/sceneclf].")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def study_options(f):
+    """--study, --storage, --tracking-uri."""
+    @click.option("--study", default="sceneclf", show_default=True, help="Optuna study name.")
+    @click.option("--storage", default=None, envvar="SCENECLF_STORAGE",
+                  help=STORAGE_HELP)
+    @click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper

@@ -1,0 +1,89 @@
+"""`sceneclf search` and `sceneclf worker`: run a study, or join one."""
+
+from __future__ import annotations
+
+import click
+
+from sceneclf.cli.group import cli
+from sceneclf.cli.options import data_options, device_option, study_options
+from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
+
+
+@cli.command()
+@click.option("--trials", type=click.IntRange(1), default=50, show_default=True,
+              help="Run until this many MORE trials have finished or been pruned (over-budget trials "
+                   "count as pruned; failed ones are not counted, and those cut off by a dead process "
+                   "or machine run again). Stops early, exit code 1, when 5 trials in a row fail.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@data_options
+@study_options
+@click.option("--space", default="search/default.toml", show_default=True,
+              help="Search-space TOML file, or a packaged space name (default, dcase-low-complexity).")
+@click.option("--max-params", type=click.IntRange(1), default=None,
+              help="Parameter budget (overrides the space's [budget]; default 128000).")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS),
+              default=DEFAULT_PRUNER, show_default=True,
+              help="median: stop a trial whose best accuracy so far is below the median of earlier "
+                   "trials at the same epoch (from epoch 2, after 4 completed trials); percentile: "
+                   "below their top quarter; asha: successive halving at epochs 1, 3, 9; hyperband; none.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes on this machine, sharing the study, the trial count and the CPU threads.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
+def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, storage, tracking_uri,
+           space, max_params, sampler, pruner, epochs, seed, device, jobs, no_progress, no_mlflow) -> None:
+    """Search CNNs under the budget with Optuna; track every trial in MLflow.
+
+    Running the same command again resumes the same study.
+
+    Example: sceneclf search --trials 50 --sampler tpe --pruner median
+    """
+    from sceneclf.cli import actions as commands
+
+    req = commands.SearchRequest(
+        trials=trials, timeout=timeout, data=commands.data_config(data, layout, fold), skip_bad=skip_bad,
+        cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
+        max_params=max_params, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
+        progress=not no_progress, mlflow=not no_mlflow, jobs=jobs)
+    outcome = commands.search_command(req, echo=click.echo)
+    if outcome.stopped_because:  # every recent trial failed: said why; scripts must notice
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@study_options
+@data_options
+@click.option("--trials", type=click.IntRange(1), default=None,
+              help="Run until this many more trials have finished (default: the target of the search "
+                   "that started the study).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for this worker.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@click.option("--worker-index", type=click.IntRange(0), default=0, hidden=True)
+@click.option("--no-progress", is_flag=True)
+@click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
+def worker(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir, trials, timeout,
+           threads, seed, device, worker_index, no_progress, no_mlflow) -> None:
+    """Join an existing study's search from this process or machine.
+
+    The study stores its search space, budget and data settings; a worker with a different
+    data set (fingerprint) is refused.
+
+    Example: sceneclf worker --study sceneclf --storage postgresql://user@db/optuna --tracking-uri http://mlflow:5000
+    """
+    from sceneclf.cli import actions as commands
+
+    req = commands.WorkerRequest(
+        study=study, storage=storage, tracking_uri=tracking_uri,
+        data=commands.data_config(data, layout, fold) if data is not None else None,
+        cache_dir=cache_dir, skip_bad=skip_bad, trials=trials, timeout=timeout, threads=threads,
+        seed=seed, device=device, progress=not no_progress, mlflow=not no_mlflow, worker_index=worker_index)
+    outcome = commands.worker_command_run(req, echo=click.echo)
+    if outcome.stopped_because:
+        click.get_current_context().exit(1)

@@ -1,0 +1,8 @@
+"""The search stage, the only place Optuna is used: the space file (`space`), the objective,
+the study and its stored record, storages, samplers and pruners, recovery after a crash.
+The names below are what the CLI offers; light to import."""
+
+DEFAULT_STORAGE = "sqlite:///studies/sceneclf.db"
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "percentile", "asha", "hyperband", "none")
+DEFAULT_PRUNER = "median"  # chosen by bench pruning (bench/RESULTS.md)

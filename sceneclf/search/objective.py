@@ -1,0 +1,135 @@
+"""The objective: one call per trial.
+
+Every trial: sample configs from the space, count parameters and MACs (no model built), record
+the budget as Optuna constraints (`trial.set_constraint`, which TPE and GP learn from), then train
+with the shared `fit`, reporting validation accuracy each epoch for pruning. Tracking hangs on
+the `Tracker` passed in; checkpoints are written atomically before they are logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import optuna
+
+from sceneclf.data.audio import AudioConfig
+from sceneclf.data.prepare import PreparedData
+from sceneclf.errors import first_line
+from sceneclf.model.budget import Budget, count_params, summarize
+from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.search.record import TrialAttr
+from sceneclf.search.recovery import pending_path, promote_pending, worker_id
+from sceneclf.search.space import SearchSpace, TrialConfigs, sample
+from sceneclf.tracking.tracker import Tracker
+from sceneclf.train import NonFiniteLossError, train_model
+
+
+@dataclass
+class Objective:
+    """Holds the data, loaded once per search; called once per trial."""
+
+    data: PreparedData
+    space: SearchSpace
+    budget: Budget
+    study_name: str
+    tracker: Tracker
+    parent_run_id: str | None
+    checkpoint_dir: Path
+    seed: int = 0
+    device: str = "cpu"
+    epochs: int | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as exc:  # a crash, out of memory, disk full, Ctrl-C: say why, close the run
+            if isinstance(exc, KeyboardInterrupt):
+                reason = "interrupted"
+            elif str(exc).strip():
+                reason = f"{type(exc).__name__}: {first_line(exc, 500)}"
+            else:
+                reason = type(exc).__name__
+            try:
+                trial.set_user_attr(TrialAttr.REASON, reason[:500])
+                self.tracker.end_trial(trial.user_attrs.get(TrialAttr.RUN_ID), "FAIL", reason)
+            except Exception:
+                pass  # the store itself is failing: Optuna still marks the trial failed
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        cfgs = sample(trial, self.space, len(self.data.classes), seed=self.seed + trial.number)
+        if self.epochs is not None:
+            cfgs = replace(cfgs, train=replace(cfgs.train, epochs=self.epochs))
+        summary = summarize(cfgs.model, (cfgs.features.n_mels, self.data.frames))
+        n_params, macs = count_params(cfgs.model), summary.macs
+        violations = self.budget.violations(n_params, macs)
+        for key, value in zip(("params", "macs"), violations):
+            trial.set_constraint(key, value)
+        trial.set_user_attr(TrialAttr.N_PARAMS, n_params)
+        trial.set_user_attr(TrialAttr.MACS, macs)
+        trial.set_user_attr(TrialAttr.WIDTHS, list(cfgs.model.widths))
+        trial.set_user_attr(TrialAttr.WORKER, worker_id())
+        run_id = self._start_run(trial, cfgs, n_params, macs)
+        if max(violations) > 0:
+            reason = (f"over budget: {n_params:,} parameters (max {self.budget.max_params:,})"
+                      + (f", {macs:,} MACs (max {self.budget.max_macs:,})" if self.budget.max_macs else ""))
+            trial.set_user_attr(TrialAttr.OVER_BUDGET, True)
+            trial.set_user_attr(TrialAttr.REASON, reason)
+            self.tracker.end_trial(run_id, "OVER_BUDGET", reason)
+            raise optuna.TrialPruned(reason)
+        self.tracker.log_text(run_id, summary.format(), "model_summary.txt")
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            self.tracker.log_metrics(run_id, metrics, step=epoch)
+            trial.report(metrics["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        try:
+            model, result = train_model(cfgs.features, cfgs.model, cfgs.train, self.budget,
+                                        self.data.splits["train"], self.data.splits["val"],
+                                        self.data.frames, on_epoch=on_epoch, device=self.device)
+        except optuna.TrialPruned as exc:
+            self.tracker.end_trial(run_id, "PRUNED", str(exc))
+            raise
+        except NonFiniteLossError as exc:
+            trial.set_user_attr(TrialAttr.REASON, str(exc))
+            self.tracker.end_trial(run_id, "PRUNED", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        value = result.best_val_accuracy
+        trial.set_user_attr(TrialAttr.BEST_EPOCH, result.best_epoch)
+        trial.set_user_attr(TrialAttr.EPOCHS_RUN, result.epochs_run)
+        trial.set_user_attr(TrialAttr.VAL_LOSS, result.best_val_loss)
+        self._finish(trial, run_id, cfgs, model.cpu(), result)
+        return value
+
+    def _start_run(self, trial: optuna.Trial, cfgs: TrialConfigs, n_params: int, macs: int) -> str | None:
+        run_id = self.tracker.start_trial(self.parent_run_id, self.study_name, trial.number,
+                                          cfgs.flat(), {"n_params": n_params, "macs": macs})
+        if run_id is not None:
+            trial.set_user_attr(TrialAttr.RUN_ID, run_id)
+        return run_id
+
+    def _finish(self, trial: optuna.Trial, run_id: str | None, cfgs: TrialConfigs, model, result) -> None:
+        """Checkpoint the trial (kept aside until Optuna has recorded it: see `promote`), log it."""
+        metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
+                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+        ckpt = Checkpoint(model, AudioConfig(), cfgs.features, cfgs.model, self.data.classes,
+                          train=asdict(cfgs.train), metrics=metrics)
+        path = save_checkpoint(pending_path(self.checkpoint_dir, trial.number), ckpt)
+        trial.set_user_attr(TrialAttr.CONFIG, cfgs.flat())
+        self.tracker.log_metrics(run_id, {f"final_{k}": v for k, v in metrics.items()}, step=result.epochs_run)
+        self.tracker.log_checkpoint(run_id, path)
+        self.tracker.end_trial(run_id, "COMPLETE")
+
+    def promote(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Study callback, once Optuna has recorded the trial: its checkpoint becomes the
+        study's best if the trial is the best, else it is dropped."""
+        promote_pending(study, self.checkpoint_dir, self.tracker, self.parent_run_id, [trial.number])
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoint_dir / "best.pt"

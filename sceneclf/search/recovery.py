@@ -1,0 +1,99 @@
+"""After a crash: trial checkpoints left aside are settled, trials a dead process left running
+are failed and queued again, and their MLflow runs are closed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from sceneclf.errors import first_line
+from sceneclf.search.record import TrialAttr, best_feasible
+from sceneclf.tracking.tracker import Tracker
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pending_path(checkpoint_dir: Path, number: int) -> Path:
+    return checkpoint_dir / f"trial-{number:04d}.pt"
+
+
+def promote_pending(study: optuna.Study, checkpoint_dir: Path, tracker: Tracker, parent_run_id: str | None,
+                    numbers: list[int] | None = None) -> None:
+    """Settle trial checkpoints left aside (`numbers`, or all found): the best trial's becomes
+    best.pt (and the MLflow study run's best, logged first), a finished trial's other ones are
+    deleted, running trials' are left alone. So best.pt only ever holds the best recorded trial,
+    and a kill at any moment leaves what a restart settles (it calls this with no numbers)."""
+    if numbers is None:
+        numbers = sorted(int(p.stem[6:]) for p in checkpoint_dir.glob("trial-*.pt") if p.stem[6:].isdigit())
+    best, trials = best_feasible(study), study.get_trials(deepcopy=False)
+    for number in numbers:
+        path = pending_path(checkpoint_dir, number)
+        if not path.exists():
+            continue
+        t = trials[number] if number < len(trials) else None
+        if t is None or t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue  # another worker's trial, not recorded yet
+        if best is None or best.number != number:
+            path.unlink(missing_ok=True)
+            continue
+        run_id = t.user_attrs.get(TrialAttr.RUN_ID)
+        if parent_run_id and run_id:
+            try:
+                tracker.set_best(parent_run_id, number, run_id, path, t.user_attrs.get(TrialAttr.CONFIG, t.params),
+                                 {"val_accuracy": t.value})
+            except Exception as exc:  # the store is failing: best.pt on disk is still right
+                logging.getLogger("sceneclf").warning("trial %d: best checkpoint not logged to MLflow (%s)",
+                                                      number, first_line(exc))
+        try:
+            os.replace(path, checkpoint_dir / "best.pt")
+        except FileNotFoundError:
+            pass  # promoted by another worker meanwhile
+
+
+def recover_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
+    """Trials left RUNNING by a process of this machine that no longer exists: fail them now
+    (rather than after the heartbeat grace period), queue their parameters again, close their
+    MLflow runs. Returns the numbers of the trials recovered."""
+    host = socket.gethostname()
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get(TrialAttr.WORKER, ""))
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:  # the reason first: a finished trial takes no more attributes
+            study._storage.set_trial_user_attr(t._trial_id, TrialAttr.REASON, "worker died (recovered on restart)")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # failed meanwhile by another process's heartbeat check, which retries it
+        study.enqueue_trial(t.params, user_attrs={TrialAttr.RETRY_OF: t.number}, skip_if_exists=False)
+        if t.user_attrs.get(TrialAttr.RUN_ID):
+            tracker.close_if_running(t.user_attrs[TrialAttr.RUN_ID], "FAIL", "worker died")
+        recovered.append(t.number)
+    close_failed_runs(study, tracker)
+    return recovered
+
+
+def close_failed_runs(study: optuna.Study, tracker: Tracker) -> None:
+    """Close the MLflow runs of failed trials still marked running: trials failed by the
+    heartbeat check (their machine or process died) rather than by their own process."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get(TrialAttr.RUN_ID):
+            tracker.close_if_running(t.user_attrs[TrialAttr.RUN_ID], "FAIL", "worker died")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,89 @@
+"""Optuna storages, samplers and pruners by name, and opening a study's storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from sceneclf.errors import ConfigError, first_line
+from sceneclf.paths import sqlite_path
+from sceneclf.search import PRUNERS, SAMPLERS
+
+HEARTBEAT_SECONDS = int(os.environ.get("SCENECLF_HEARTBEAT", "10"))
+
+
+def check_storage(url: str) -> None:
+    """An Optuna storage given as a SQLite URL or a journal file must exist: opening a missing
+    one would silently create an empty store."""
+    path = sqlite_path(url) if "://" in url else Path(url)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"--storage {url}: no Optuna storage at {path} (run `sceneclf search` first)")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (sqlite:///, postgresql://, ...) with heartbeats and retry of stale trials, or a
+    path to a journal file (`*.log`, `*.journal`)."""
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url))  # replays the file: garbage fails here
+        except Exception as exc:
+            reason = first_line(exc)
+            raise ConfigError(f"--storage {url}: cannot open the journal file ({reason})") from None
+    engine_kwargs: dict[str, Any] = {}
+    if (db := sqlite_path(url)) is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # Concurrent workers wait for the write lock instead of failing with "database is locked".
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                          grace_period=3 * HEARTBEAT_SECONDS,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    except Exception as exc:
+        reason = first_line(exc)
+        raise ConfigError(f"--storage {url}: cannot open ({reason})") from None
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise ConfigError(f"--sampler {name}: use one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Every pruner compares a trial's validation accuracy at an epoch with what earlier trials
+    reached at the same epoch."""
+    if name == "median":  # the best so far below the median of 3 or more earlier trials at this epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1, n_min_trials=3)
+    if name == "percentile":  # the same, against the top quarter
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=1, n_min_trials=3)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner {name}: use one of {', '.join(PRUNERS)}")
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    storage = open_storage(storage_url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(f"--study {name}: no such study in {storage_url} "
+                          f"(studies: {', '.join(names) or 'none'})") from None

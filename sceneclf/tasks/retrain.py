@@ -1,0 +1,68 @@
+"""`sceneclf retrain-best`: the best feasible trial, retrained on train + validation data,
+evaluated on the held-out test split, logged and registered in MLflow as `sceneclf`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import optuna
+
+from sceneclf.data.audio import AudioConfig
+from sceneclf.data.prepare import DataConfig, PreparedData
+from sceneclf.echo import Echo
+from sceneclf.errors import ConfigError
+from sceneclf.model.budget import Budget
+from sceneclf.model.checkpoint import Checkpoint
+from sceneclf.search.record import StudyAttr, StudyRecord, TrialAttr, best_feasible
+from sceneclf.search.space import TrialConfigs, parse_space, sample
+from sceneclf.train import score, train_model
+
+
+@dataclass
+class BestTrial:
+    trial: optuna.trial.FrozenTrial
+    configs: TrialConfigs
+    budget: Budget
+    parent_run_id: str | None
+
+
+def stored_data_config(study: optuna.Study) -> DataConfig:
+    """The data settings the study was searched with."""
+    return StudyRecord.require(study).data
+
+
+def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0) -> BestTrial:
+    """The best feasible trial's configs, rebuilt from the space stored with the study."""
+    best = best_feasible(study)
+    if best is None:
+        raise ConfigError(f"study {study.study_name!r} has no finished trial within the budget yet; "
+                          "run `sceneclf search` first")
+    record = StudyRecord.require(study)
+    space = parse_space(record.space_text, record.space_name)
+    configs = sample(optuna.trial.FixedTrial(best.params), space, n_classes, seed=seed)
+    return BestTrial(best, configs, space.budget, study.user_attrs.get(StudyAttr.PARENT_RUN))
+
+
+def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, device: str,
+            echo: Echo) -> tuple[Checkpoint, list[dict[str, float]]]:
+    """Train the best configs on train + val for the best trial's best epoch count (or
+    `epochs`), keep the last state, evaluate on test."""
+    cfgs = best.configs
+    n_epochs = epochs or int(best.trial.user_attrs.get(TrialAttr.BEST_EPOCH, cfgs.train.epochs))
+    train_cfg = replace(cfgs.train, epochs=n_epochs, seed=seed)
+    model_cfg = cfgs.model
+    combined = data.splits["train"] + data.splits["val"]
+
+    def on_epoch(epoch: int, m: dict[str, float]) -> None:
+        echo(f"epoch {epoch:3d}/{n_epochs}  train_loss {m['train_loss']:.4f}  lr {m['lr']:.2e}  {m['seconds']:.1f}s")
+
+    model, result = train_model(cfgs.features, model_cfg, train_cfg, best.budget,
+                                combined, data.splits["val"], data.frames, on_epoch=on_epoch,
+                                device=device, keep_last=True)
+    model.cpu()
+    test_acc, test_loss, _ = score(model, data.splits["test"], data.frames)
+    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
+               "search_val_accuracy": float(best.trial.value)}
+    ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
+                      train=asdict(train_cfg), metrics=metrics)
+    return ckpt, result.history
