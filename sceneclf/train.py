@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sceneclf.data.melset import MelSet, batches
+from sceneclf.data.melset import MelSet, batches, clip_windows
 from sceneclf.errors import ConfigError, SceneclfError
 from sceneclf.model.budget import Budget, build
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
@@ -65,17 +65,22 @@ class FitResult:
 
 @torch.inference_mode()
 def score(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 128,
-             device: torch.device | str = "cpu") -> tuple[float, float, torch.Tensor]:
-    """(accuracy, mean cross-entropy, logits (N, C)) on centre crops, by the model in eval mode
-    with its BatchNorms folded into the convolutions (`SceneClassifier.fused`, a copy)."""
+          device: torch.device | str = "cpu") -> tuple[float, float, torch.Tensor]:
+    """(accuracy, mean cross-entropy, logits (N, C)) of whole clips: each clip's logits are the
+    mean of its windows' (`clip_windows`), by the model in eval mode with its BatchNorms folded
+    into the convolutions (`SceneClassifier.fused`, a copy)."""
     model.eval()
     model = model.fused()
-    logits = []
+    n_classes = model.cnn.cfg.n_classes
+    total = torch.zeros(len(data), n_classes)
+    count = torch.zeros(len(data))
     cuda = torch.device(device).type == "cuda"
-    for x, _ in batches(data, batch_size, frames, train=False):
+    for x, owners in clip_windows(data, batch_size, frames):
         with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            logits.append(model.forward_mel(x.to(device, non_blocking=True)).float().cpu())
-    out = torch.cat(logits) if logits else torch.empty(0, model.cnn.cfg.n_classes)
+            logits = model.forward_mel(x.to(device, non_blocking=True)).float().cpu()
+        total.index_add_(0, owners, logits)
+        count.index_add_(0, owners, torch.ones(len(owners)))
+    out = total / count.clamp_min(1)[:, None]
     loss = nn.functional.cross_entropy(out, data.labels).item() if len(data) else math.nan
     acc = (out.argmax(1) == data.labels).float().mean().item() if len(data) else math.nan
     return acc, loss, out

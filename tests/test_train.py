@@ -8,11 +8,11 @@ from click.testing import CliRunner
 
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
-from sceneclf.data.melset import MelSet
+from sceneclf.data.melset import MelSet, window_starts
 from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.model.budget import Budget, count_params
 from sceneclf.model.checkpoint import load_checkpoint
-from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
 from sceneclf.train import NonFiniteLossError, TrainConfig, fit, score, train_model
 
@@ -160,3 +160,19 @@ def test_budget_counts_the_data_sets_own_classes(tmp_path):
     assert load_checkpoint(tmp_path / "m.pt").model_cfg.n_classes == 2
     res = CliRunner().invoke(cli, [*args, "--max-params", str(exact - 1)])
     assert res.exit_code == 2 and f"model has {exact:,} parameters, over the budget of {exact - 1:,}" in res.output
+
+
+def test_a_clip_is_scored_by_the_mean_of_its_window_logits():
+    torch.manual_seed(0)
+    model = SceneClassifier(FeatureConfig(), ModelConfig(n_classes=3, widths=(4, 8))).eval()
+    mels = [torch.rand(40, n) + 0.1 for n in (94, 150, 200, 60)]
+    data = MelSet(mels, torch.tensor([0, 1, 2, 0]))
+    _, _, logits = score(model, data, 94, batch_size=3)
+    fused = model.fused()
+    with torch.inference_mode():
+        for mel, got in zip(mels, logits):
+            starts = window_starts(mel.shape[-1], 94)
+            crops = [torch.nn.functional.pad(mel[:, s:s + 94], (0, max(0, 94 - mel.shape[-1]))) for s in starts]
+            want = fused.forward_mel(torch.stack(crops)).mean(0)
+            assert torch.allclose(got, want, atol=1e-5)
+    assert window_starts(150, 94) == [0, 47, 56] and window_starts(200, 94) == [0, 47, 94, 106]

@@ -34,7 +34,7 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
     """Accuracy, macro-F1, per-class accuracy and the most confused pairs of a model.
 
     MODEL is a checkpoint file or an MLflow model URI (models:/sceneclf/3, runs:/<run id>/model).
-    Evaluates on centre crops of the data set's test split (default: the embedded synthetic data).
+    Scores whole clips of the data set's test split (default: the embedded synthetic data).
 
     Example: sceneclf evaluate models:/sceneclf/1 --split test --json
     """
@@ -81,7 +81,7 @@ def predict(model, paths, top_k, fmt, per_window, tracking_uri) -> None:
     """Scene labels for recordings: files or folders, any length, rate and channel count.
 
     MODEL is a checkpoint file or an MLflow model URI. Recordings longer than the model's clip
-    length are cut into windows with 50 % overlap and the class probabilities averaged. Files
+    length are cut into windows with 50 % overlap and their logits averaged. Files
     that cannot be read are reported with the reason; the exit code is 1 if any could not.
 
     Example: sceneclf predict model.pt recordings/ street.flac --top-k 3 --format csv

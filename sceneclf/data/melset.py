@@ -1,5 +1,5 @@
-"""Cached mel spectrograms with their labels, and the fixed-length batches training and
-evaluation draw from them."""
+"""Cached mel spectrograms with their labels: random fixed-length crops for training, and every
+clip's overlapping windows for evaluation."""
 
 from __future__ import annotations
 
@@ -46,3 +46,31 @@ def batches(data: MelSet, batch_size: int, frames: int, train: bool,
             offset = int(torch.randint(spare + 1, (1,), generator=generator)) if train else spare // 2
             crops.append(mel[:, offset:offset + frames])
         yield torch.stack(crops), data.labels[idx]
+
+
+def window_starts(n: int, length: int) -> list[int]:
+    """Starts of windows of `length` over `n` steps, hop length // 2; the last one ends at `n`."""
+    if n <= length:
+        return [0]
+    hop = max(1, length // 2)
+    starts = list(range(0, n - length + 1, hop))
+    if starts[-1] + length < n:
+        starts.append(n - length)
+    return starts
+
+
+def clip_windows(data: MelSet, batch_size: int, frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every clip cut into overlapping windows of `frames` (`window_starts`), in batches of
+    windows with the index of the clip each belongs to: a whole clip is scored from all of it."""
+    crops: list[torch.Tensor] = []
+    owners: list[int] = []
+    for i, mel in enumerate(data.mels):
+        for start in window_starts(mel.shape[-1], frames):
+            crop = mel[:, start:start + frames]
+            crops.append(F.pad(crop, (0, frames - crop.shape[-1])))
+            owners.append(i)
+            if len(crops) == batch_size:
+                yield torch.stack(crops), torch.tensor(owners)
+                crops, owners = [], []
+    if crops:
+        yield torch.stack(crops), torch.tensor(owners)

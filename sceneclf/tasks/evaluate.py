@@ -2,7 +2,7 @@
 on a data set split, and its confusion matrix as a plotly figure.
 
 A model is loaded by `sceneclf.tracking.models.load_model` (a checkpoint file or an MLflow URI).
-Evaluation runs on centre crops of cached mel spectrograms, exactly as `train.score` does, so
+Evaluation scores whole clips from cached mel spectrograms, exactly as `train.score` does, so
 the numbers match the ones training and retraining report.
 """
 
@@ -126,7 +126,7 @@ def confusion_figure(ev: Evaluation) -> go.Figure:
 # -- evaluating a model on data ----------------------------------------------------------------
 def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: Path,
                    skip_bad: bool = False, echo: Echo = lambda _: None) -> Evaluation:
-    """Predict every clip of `split` (test, val, or all) on centre crops and count."""
+    """Predict every clip of `split` (test, val, or all) from all of it and count."""
     from sceneclf.train import score
 
     if split not in SPLITS:

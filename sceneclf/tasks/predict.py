@@ -24,6 +24,7 @@ import torch
 import torchaudio
 
 from sceneclf.data.audio import AudioConfig, check_values, fit_length
+from sceneclf.data.melset import window_starts
 from sceneclf.errors import DataError, first_line
 from sceneclf.model.cnn import SceneClassifier
 
@@ -61,17 +62,6 @@ def find_audio(paths: Iterable[Path]) -> Iterator[tuple[Path, str | None]]:
             yield path, None
         else:
             yield path, "no such file or folder"
-
-
-def window_starts(n: int, length: int) -> list[int]:
-    """Starts of windows of `length` over `n` samples, hop length // 2; the last one ends at `n`."""
-    if n <= length:
-        return [0]
-    hop = max(1, length // 2)
-    starts = list(range(0, n - length + 1, hop))
-    if starts[-1] + length < n:
-        starts.append(n - length)
-    return starts
 
 
 def read_windows(path: Path, cfg: AudioConfig,
@@ -130,21 +120,22 @@ def _resampler(src_rate: int, rate: int) -> torchaudio.transforms.Resample | Non
 
 @torch.inference_mode()
 def predict_file(model: SceneClassifier, path: Path, cfg: AudioConfig, keep_windows: bool = False) -> FilePrediction:
-    """Mean window probabilities for one file, or a FilePrediction with `error` set."""
+    """Class probabilities of one file, the softmax of its windows' mean logits (as `train.score`
+    scores a clip), or a FilePrediction with `error` set."""
     model.eval()
     total, count, windows, seconds = None, 0, [], 0.0
     try:
         for seconds, times, waves in read_windows(path, cfg):
-            probs = torch.softmax(model(waves).float(), dim=1).numpy()
-            total = probs.sum(0) if total is None else total + probs.sum(0)
-            count += len(probs)
+            logits = model(waves).float()
+            total = logits.sum(0) if total is None else total + logits.sum(0)
+            count += len(logits)
             if keep_windows:
-                windows.extend(zip(times, probs))
+                windows.extend(zip(times, torch.softmax(logits, dim=1).numpy()))
     except DataError as exc:
         return FilePrediction(str(path), error=str(exc).removeprefix(f"{path}: "))
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
         return FilePrediction(str(path), error=f"cannot decode audio ({first_line(exc)})")
-    return FilePrediction(str(path), total / count, float(seconds), windows)
+    return FilePrediction(str(path), torch.softmax(total / count, dim=0).numpy(), float(seconds), windows)
 
 
 def predict_paths(model: SceneClassifier, paths: Iterable[Path], cfg: AudioConfig,
