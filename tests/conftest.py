@@ -73,8 +73,10 @@ def retrained_study(tmp_path_factory, tiny_data):
         res = runner.invoke(cli, ["search", "--trials", "3", "--data", str(tiny_data), "--space", "tiny.toml",
                                   "--no-progress", "--device", "cpu", *stores], catch_exceptions=False)
         assert res.exit_code == 0, res.output
+        info["search_output"] = res.output
         res = runner.invoke(cli, ["retrain-best", "--out", str(info["checkpoint"]), "--device", "cpu", *stores],
                             catch_exceptions=False)
         assert res.exit_code == 0, res.output
+        info["retrain_output"] = res.output
     info["model_uri"] = "models:/sceneclf/1"
     return info

@@ -17,8 +17,10 @@ from sceneclf.model.budget import Budget, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
+from sceneclf.search.record import StudyAttr
 from sceneclf.search.space import load_space
 from sceneclf.search.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
+from sceneclf.tasks.reference import Reference, fit_reference
 from sceneclf.train import TrainConfig, pick_device, score, train_model
 
 
@@ -37,6 +39,14 @@ def load_data(cfg: DataConfig, cache_dir: Path | None, skip_bad: bool, echo: Ech
         echo(f"warning: skipped {len(prepared.skipped)} unreadable file(s); first: {prepared.skipped[0]}")
     check_trainable(prepared)
     return prepared
+
+
+def reference_for(prepared: PreparedData, seed: int, echo: Echo) -> Reference:
+    """The bag-of-frames reference on the prepared splits, said in one line."""
+    reference = fit_reference(prepared.splits, seed)
+    echo(f"bag-of-frames reference (logistic regression on band means and stds): "
+         f"val_accuracy {reference.val_accuracy:.3f}, test_accuracy {reference.test_accuracy:.3f}")
+    return reference
 
 
 def check_writable(path: Path, option: str = "--out") -> None:
@@ -81,6 +91,7 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
     budget.check(count_params(smallest), None)
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo, features=features)
     model_cfg = replace(smallest, n_classes=len(prepared.classes))
+    reference = reference_for(prepared, req.seed, echo)
     budget.check(count_params(model_cfg), None)
     echo(summarize(model_cfg, (features.n_mels, prepared.frames)).format())
 
@@ -95,11 +106,12 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
     model.cpu()
     test_acc, test_loss, _ = score(model, prepared.splits["test"], prepared.frames)
     metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
-               "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch}
+               "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch,
+               **reference.to_dict()}
     save_checkpoint(req.out, Checkpoint(model, AudioConfig(), features, model_cfg, prepared.classes,
                                         train=asdict(train_cfg), metrics=metrics))
     echo(f"best epoch {result.best_epoch}: val_accuracy {result.best_val_accuracy:.3f}; "
-         f"test_accuracy {test_acc:.3f}")
+         f"test_accuracy {test_acc:.3f} vs bag-of-frames reference {reference.test_accuracy:.3f}")
     echo(f"checkpoint: {req.out}")
     return metrics
 
@@ -217,19 +229,25 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
 
         MlflowTracker(settings.tracking_uri, settings.study)
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo)
+    reference = reference_for(prepared, req.seed, echo)
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
          f"budget {space.budget.max_params:,} parameters"
          + (f", {space.budget.max_macs:,} MACs" if space.budget.max_macs else ""))
     threads = split_threads(req.jobs)
     outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress,
-                         jobs=req.jobs, worker_command=worker_command(req, settings, threads))
+                         jobs=req.jobs, worker_command=worker_command(req, settings, threads),
+                         reference=reference.to_dict())
     echo(top_trials_table(outcome.study))
     if outcome.stopped_because:
         echo(f"search stopped: {outcome.stopped_because}")
     if outcome.best is None:
         echo("no trial has finished within the budget yet")
     else:
-        echo(f"best: trial {outcome.best.number}, val_accuracy {outcome.best.value:.3f}")
+        echo(f"best: trial {outcome.best.number}, val_accuracy {outcome.best.value:.3f} "
+             f"vs bag-of-frames reference {reference.val_accuracy:.3f}")
+        if outcome.best.value <= reference.val_accuracy:
+            echo("the best trial is not above the bag-of-frames reference: on these data the CNNs found "
+                 "so far have learnt no more than each clip's average spectrum")
         echo(f"best checkpoint: {outcome.best_checkpoint}")
     if settings.tracking_uri:
         echo(f"MLflow: {mlflow_ui_command(settings.tracking_uri, outcome.experiment_id)}")
@@ -269,7 +287,11 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     echo(summarize(best.configs.model, (best.configs.features.n_mels, prepared.frames)).format())
     ckpt, history = retrain.retrain(best, prepared, req.epochs, req.seed, str(pick_device(req.device)), echo)
     save_checkpoint(req.out, ckpt)
-    echo(f"test_accuracy {ckpt.metrics['test_accuracy']:.3f} (held-out test split, {len(prepared.splits['test'])} clips)")
+    reference = study.user_attrs.get(StudyAttr.REFERENCE) or {}
+    against = (f" vs bag-of-frames reference {reference['reference_test_accuracy']:.3f}"
+               if "reference_test_accuracy" in reference else "")
+    echo(f"test_accuracy {ckpt.metrics['test_accuracy']:.3f} (held-out test split, "
+         f"{len(prepared.splits['test'])} clips){against}")
     echo(f"checkpoint: {req.out}")
     result = {"checkpoint": str(req.out), **ckpt.metrics}
     if tracking_uri:

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from optuna import visualization as ov
 from optuna.trial import TrialState
 
-from sceneclf.search.record import TrialAttr, top_trials, trial_state, trial_value
+from sceneclf.search.record import StudyAttr, TrialAttr, top_trials, trial_state, trial_value
 
 STATE_COLOURS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "OVER_BUDGET": "#7f7f7f", "FAIL": "#d62728"}
 
@@ -37,7 +37,8 @@ def accuracy_vs_params(study: optuna.Study, max_params: int | None = None) -> go
 
 
 def study_figures(study: optuna.Study, max_params: int | None = None) -> dict[str, go.Figure]:
-    """The study's figures by name; those Optuna cannot draw yet (too few trials) are left out."""
+    """The study's figures by name; those Optuna cannot draw yet (too few trials) are left out.
+    Where the study stores its bag-of-frames reference, accuracy figures draw it as a line."""
     makers = {
         "optimization_history": lambda: ov.plot_optimization_history(study),
         "param_importances": lambda: ov.plot_param_importances(study),
@@ -47,6 +48,7 @@ def study_figures(study: optuna.Study, max_params: int | None = None) -> dict[st
         "accuracy_vs_params": lambda: accuracy_vs_params(study, max_params),
     }
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    reference = (study.user_attrs.get(StudyAttr.REFERENCE) or {}).get("reference_val_accuracy")
     figures = {}
     for name, make in makers.items():
         if name == "param_importances" and len(done) < 2:
@@ -55,6 +57,9 @@ def study_figures(study: optuna.Study, max_params: int | None = None) -> dict[st
             figures[name] = make()
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
+        if reference is not None and name in ("optimization_history", "accuracy_vs_params"):
+            figures[name].add_hline(y=reference, line_dash="dot", line_color="#2ca02c",
+                                    annotation_text=f"bag-of-frames reference {reference:.3f}")
     return figures
 
 

@@ -24,6 +24,7 @@ class StudyAttr:
     RECORD = "sceneclf"
     TARGET_TRIALS = "target_trials"
     PARENT_RUN = "mlflow_parent_run_id"
+    REFERENCE = "reference"  # the bag-of-frames reference's accuracies on the study's splits
 
 
 class TrialAttr:

@@ -127,10 +127,11 @@ class SearchOutcome:
 
 def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData, n_trials: int,
                timeout: float | None, echo: Echo, progress: bool = True, jobs: int = 1,
-               worker_command: list[str] | None = None) -> SearchOutcome:
+               worker_command: list[str] | None = None, reference: dict[str, float] | None = None) -> SearchOutcome:
     """Open or resume the study, then run trials until `n_trials` more have finished or been
     pruned: in this process, plus `jobs - 1` worker processes (`worker_command`, which joins
-    the study) sharing the storage and the trial count."""
+    the study) sharing the storage and the trial count. `reference` (the bag-of-frames model's
+    accuracies on the same splits) is stored with the study and logged on its parent run."""
     record = study_record(settings, space, data.fingerprint)
     probe = open_study(settings, settings.seed, record.epochs)
     # A resumed study must not replay the sampler's first draws: seed by the study's length.
@@ -143,6 +144,9 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
                                 study.user_attrs.get(StudyAttr.PARENT_RUN))
     if parent is not None:
         study.set_user_attr(StudyAttr.PARENT_RUN, parent)
+    if reference is not None:
+        study.set_user_attr(StudyAttr.REFERENCE, reference)
+        tracker.log_metrics(parent, reference)
     recovered = recover_dead_trials(study, tracker)
     if recovered:
         echo(f"recovered trial(s) {recovered} left running by a dead process: failed, queued again")
