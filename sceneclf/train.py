@@ -18,6 +18,7 @@ from torch import nn
 
 from sceneclf.data.melset import MelSet, batches, clip_windows
 from sceneclf.errors import ConfigError, SceneclfError
+from sceneclf.model.augment import Augment, AugmentConfig, soft_cross_entropy
 from sceneclf.model.budget import Budget, build
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
@@ -88,10 +89,12 @@ def score(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 1
 
 def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, frames: int,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        device: torch.device | str = "cpu", keep_last: bool = False) -> FitResult:
+        device: torch.device | str = "cpu", keep_last: bool = False,
+        augment: AugmentConfig = AugmentConfig()) -> FitResult:
     """Train `model` and return its best state (by validation accuracy, then loss), or with
     `keep_last` the final epoch's state (for retraining on train + validation data).
 
+    `augment` runs on the front end's output of each training batch (and mixup on its labels).
     `on_epoch(epoch, metrics)` is called after each epoch (1-based) with train_loss,
     train_accuracy, val_loss, val_accuracy, lr and seconds; an exception it raises stops training.
     Raises NonFiniteLossError as soon as a batch loss is NaN or infinite.
@@ -102,6 +105,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     cuda = device.type == "cuda"  # mixed precision and pinned host memory on CUDA only
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     model.to(device)
+    augmenter = Augment(augment).to(device)
+    mixup = augmenter.mixup(model.cnn.cfg.n_classes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
@@ -111,14 +116,21 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
+        augmenter.train()
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in batches(train, cfg.batch_size, frames, train=True, generator=gen):
             if cuda:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                logits = model.forward_mel(x)
-                loss = nn.functional.cross_entropy(logits.float(), y)
+                inputs = augmenter(model.frontend.from_mel(x))
+                if mixup is None:
+                    logits = model.cnn(inputs)
+                    loss = nn.functional.cross_entropy(logits.float(), y)
+                else:
+                    inputs, target = mixup(inputs, y)
+                    logits = model.cnn(inputs)
+                    loss = soft_cross_entropy(logits.float(), target)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
@@ -157,13 +169,15 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
 def train_model(features: FeatureConfig, model_cfg: ModelConfig, cfg: TrainConfig, budget: Budget,
                 train: MelSet, val: MelSet, frames: int,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                device: torch.device | str = "cpu", keep_last: bool = False) -> tuple[SceneClassifier, FitResult]:
+                device: torch.device | str = "cpu", keep_last: bool = False,
+                augment: AugmentConfig = AugmentConfig()) -> tuple[SceneClassifier, FitResult]:
     """Check the budget, build, normalise with training statistics, fit; the model returned
     holds the best state."""
     torch.manual_seed(cfg.seed)  # initial weights follow the trial's seed too
     model = build(features, model_cfg, budget, frames)
     model.frontend.fit_stats(train.mels)
-    result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device, keep_last=keep_last)
+    result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device, keep_last=keep_last,
+                 augment=augment)
     model.load_state_dict(result.best_state)
     return model, result
 

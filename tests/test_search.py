@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 import sceneclf.search as search_names
 import sceneclf.search.objective as search_mod
 from sceneclf.cli import cli
+from sceneclf.model.augment import AugmentConfig
 from sceneclf.model.checkpoint import load_checkpoint
 from sceneclf.search.storage import make_pruner
 
@@ -20,6 +21,9 @@ def stores(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return {"storage": f"sqlite:///{tmp_path}/studies/s.db",
             "tracking": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
+
+
+AUGMENT_FIELDS = tuple(AugmentConfig.__dataclass_fields__)
 
 
 def run_search(stores, data, *extra, study="t"):
@@ -57,6 +61,7 @@ def test_search_trials_and_runs_agree(stores, tiny_data, tmp_path):
         assert run.info.status == status[t.state.name]
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
         assert run.data.metrics["n_params"] == t.user_attrs["n_params"]
+        assert {f"augment.{k}" for k in AUGMENT_FIELDS} <= set(run.data.params)  # each a flat param
         if t.state == TrialState.COMPLETE:
             assert run.data.tags["state"] == "COMPLETE"
             history = client.get_metric_history(run.info.run_id, "val_accuracy")

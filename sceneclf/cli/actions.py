@@ -13,6 +13,7 @@ from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, PreparedData, check_trainable, default_cache_dir, prepare
 from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError
+from sceneclf.model.augment import AugmentConfig
 from sceneclf.model.budget import Budget, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig
@@ -77,6 +78,7 @@ class TrainRequest:
     seed: int
     device: str
     out: Path
+    augment: AugmentConfig = AugmentConfig()
 
 
 def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
@@ -102,14 +104,15 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
 
     model, result = train_model(features, model_cfg, train_cfg, budget, prepared.splits["train"],
                                 prepared.splits["val"], prepared.frames, on_epoch=on_epoch,
-                                device=device)
+                                device=device, augment=req.augment)
     model.cpu()
     test_acc, test_loss, _ = score(model, prepared.splits["test"], prepared.frames)
     metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch,
                **reference.to_dict()}
     save_checkpoint(req.out, Checkpoint(model, AudioConfig(), features, model_cfg, prepared.classes,
-                                        train=asdict(train_cfg), metrics=metrics))
+                                        train={**asdict(train_cfg), "augment": asdict(req.augment)},
+                                        metrics=metrics))
     echo(f"best epoch {result.best_epoch}: val_accuracy {result.best_val_accuracy:.3f}; "
          f"test_accuracy {test_acc:.3f} vs bag-of-frames reference {reference.test_accuracy:.3f}")
     echo(f"checkpoint: {req.out}")

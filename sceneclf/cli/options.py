@@ -56,3 +56,26 @@ def study_options(f):
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
     return wrapper
+
+
+def augment_options(f):
+    """--mixstyle-p, --mixup-alpha, --freq-masks, --time-masks, --time-shift, passed on as one
+    `augment` AugmentConfig."""
+    @click.option("--mixstyle-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                  help="Freq-MixStyle: probability per batch of mixing clips' band statistics.")
+    @click.option("--mixup-alpha", type=click.FloatRange(0), default=0.0, show_default=True,
+                  help="mixup: Beta(alpha, alpha) weights of mixed clips and labels (0: off).")
+    @click.option("--freq-masks", type=click.IntRange(0), default=0, show_default=True,
+                  help="SpecAugment: frequency masks per clip.")
+    @click.option("--time-masks", type=click.IntRange(0), default=0, show_default=True,
+                  help="SpecAugment: time masks per clip.")
+    @click.option("--time-shift", type=click.IntRange(0), default=0, show_default=True,
+                  help="Largest circular time shift, in frames.")
+    @functools.wraps(f)
+    def wrapper(*args, mixstyle_p, mixup_alpha, freq_masks, time_masks, time_shift, **kwargs):
+        from sceneclf.model.augment import AugmentConfig
+
+        augment = AugmentConfig(mixstyle_p=mixstyle_p, mixup_alpha=mixup_alpha, freq_masks=freq_masks,
+                                time_masks=time_masks, time_shift=time_shift)
+        return f(*args, augment=augment, **kwargs)
+    return wrapper

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sceneclf.cli.group import CliError, cli
-from sceneclf.cli.options import data_options, device_option, parse_widths, study_options
+from sceneclf.cli.options import augment_options, data_options, device_option, parse_widths, study_options
 from sceneclf.model import KERNEL_SIZES
 
 
@@ -41,15 +41,16 @@ def synth(out_dir: Path, clips_per_class: int, seed: int) -> None:
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(0), default=1e-4, show_default=True)
 @click.option("--max-params", type=click.IntRange(1), default=128_000, show_default=True)
+@augment_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.pt"),
               show_default=True, help="Checkpoint file for the best epoch.")
 def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, dropout, noise, epochs,
-          batch_size, weight_decay, max_params, seed, device, out) -> None:
+          batch_size, weight_decay, max_params, augment, seed, device, out) -> None:
     """Train one CNN and keep its best checkpoint.
 
-    Example: sceneclf train --widths 16,32,64 --lr 3e-3 --epochs 20 --out model.pt
+    Example: sceneclf train --widths 16,32,64 --lr 3e-3 --epochs 40 --mixstyle-p 0.5 --out model.pt
     """
     from sceneclf.cli import actions as commands
 
@@ -57,7 +58,7 @@ def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, drop
         data=commands.data_config(data, layout, fold), cache_dir=cache_dir, skip_bad=skip_bad,
         lr=lr, widths=widths, kernel_size=int(kernel_size), dropout=dropout, noise=noise,
         epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, max_params=max_params,
-        seed=seed, device=device, out=out)
+        seed=seed, device=device, out=out, augment=augment)
     commands.train_command(run, echo=click.echo)
 
 

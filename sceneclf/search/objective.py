@@ -91,7 +91,8 @@ class Objective:
         try:
             model, result = train_model(cfgs.features, cfgs.model, cfgs.train, self.budget,
                                         self.data.splits["train"], self.data.splits["val"],
-                                        self.data.frames, on_epoch=on_epoch, device=self.device)
+                                        self.data.frames, on_epoch=on_epoch, device=self.device,
+                                        augment=cfgs.augment)
         except optuna.TrialPruned as exc:
             self.tracker.end_trial(run_id, "PRUNED", str(exc))
             raise
@@ -118,7 +119,7 @@ class Objective:
         metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
         ckpt = Checkpoint(model, AudioConfig(), cfgs.features, cfgs.model, self.data.classes,
-                          train=asdict(cfgs.train), metrics=metrics)
+                          train={**asdict(cfgs.train), "augment": asdict(cfgs.augment)}, metrics=metrics)
         path = save_checkpoint(pending_path(self.checkpoint_dir, trial.number), ckpt)
         trial.set_user_attr(TrialAttr.CONFIG, cfgs.flat())
         self.tracker.log_metrics(run_id, {f"final_{k}": v for k, v in metrics.items()}, step=result.epochs_run)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sceneclf.errors import ConfigError
 from sceneclf.model import MAX_BLOCKS
+from sceneclf.model.augment import AugmentConfig
 from sceneclf.model.budget import Budget
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
@@ -42,7 +43,17 @@ KNOWN_PARAMS = {
     "growth": "width ratio between consecutive blocks",
     **{f"width_{i}": f"channels of block {i} (instead of base_width and growth)"
        for i in range(1, MAX_BLOCKS + 1)},
+    "mixstyle_p": "Freq-MixStyle: probability per batch",
+    "mixstyle_alpha": "Freq-MixStyle: Beta(alpha, alpha) mixing weights",
+    "mixup_alpha": "mixup: Beta(alpha, alpha) mixing weights (0: off)",
+    "freq_masks": "SpecAugment: frequency masks per clip",
+    "freq_width": "SpecAugment: widest frequency mask (mel bands)",
+    "time_masks": "SpecAugment: time masks per clip",
+    "time_width": "SpecAugment: widest time mask (frames)",
+    "time_shift": "largest circular time shift (frames)",
 }
+AUGMENT_PARAMS = {"mixstyle_p": float, "mixstyle_alpha": float, "mixup_alpha": float, "freq_masks": int,
+                  "freq_width": int, "time_masks": int, "time_width": int, "time_shift": int}
 KNOWN_TRAIN = {"epochs", "early_stop", "plateau_patience", "plateau_factor"}
 KNOWN_BUDGET = {"max_params", "max_macs"}
 TYPES = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
@@ -86,6 +97,7 @@ class TrialConfigs:
     features: FeatureConfig
     model: ModelConfig
     train: TrainConfig
+    augment: AugmentConfig = AugmentConfig()
 
     def flat(self) -> dict[str, Any]:
         """Flat parameters for MLflow (widths as "16,32,64")."""
@@ -96,6 +108,7 @@ class TrialConfigs:
             "kernel_size": self.model.kernel_size, "n_blocks": len(self.model.widths),
             "widths": ",".join(map(str, self.model.widths)),
             "n_mels": self.features.n_mels, "hop_length": self.features.hop_length,
+            **{f"augment.{k}": v for k, v in asdict(self.augment).items()},
         }
 
 
@@ -182,7 +195,7 @@ def sample(trial, space: SearchSpace, n_classes: int, seed: int = 0,
            defaults: TrialConfigs | None = None) -> TrialConfigs:
     """Ask `trial` for each parameter of `space`; what the space does not tune comes from
     `defaults` (the library defaults when None)."""
-    d = defaults or TrialConfigs(FeatureConfig(), ModelConfig(n_classes=n_classes), TrainConfig())
+    d = defaults or TrialConfigs(FeatureConfig(), ModelConfig(n_classes=n_classes), TrainConfig(), AugmentConfig())
     p = space.params
     v = {name: param.suggest(trial) for name, param in p.items() if not name.startswith("width_")}
     n_blocks = int(v.get("n_blocks", len(d.model.widths)))
@@ -209,7 +222,9 @@ def sample(trial, space: SearchSpace, n_classes: int, seed: int = 0,
         "seed": seed,
         **space.train,
     })
-    return TrialConfigs(features, model, train)
+    augment = AugmentConfig(**{**_fields(d.augment),
+                               **{k: cast(v[k]) for k, cast in AUGMENT_PARAMS.items() if k in v}})
+    return TrialConfigs(features, model, train, augment)
 
 
 def _fields(obj) -> dict[str, Any]:

@@ -58,11 +58,11 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
 
     model, result = train_model(cfgs.features, model_cfg, train_cfg, best.budget,
                                 combined, data.splits["val"], data.frames, on_epoch=on_epoch,
-                                device=device, keep_last=True)
+                                device=device, keep_last=True, augment=cfgs.augment)
     model.cpu()
     test_acc, test_loss, _ = score(model, data.splits["test"], data.frames)
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
                "search_val_accuracy": float(best.trial.value)}
     ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
-                      train=asdict(train_cfg), metrics=metrics)
+                      train={**asdict(train_cfg), "augment": asdict(cfgs.augment)}, metrics=metrics)
     return ckpt, result.history
