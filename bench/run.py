@@ -4,7 +4,7 @@
     python bench/run.py --quick         # smaller counts, same figures (written to the log only)
     python bench/run.py --only datapath --only compute
 
-Benchmarks: datapath, compute, pruning, sampler, workers, e2e, inference (see bench/README.md).
+Benchmarks: datapath, compute, pruning, sampler, workers, e2e, inference, quality (see bench/README.md).
 bench/RESULTS.md keeps the latest full result of each benchmark; the whole run is appended to
 bench/logs/RESULTS-history.md (not committed). Both are written after each benchmark, so an
 interrupted run keeps what it measured.
@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Context, Goal, Section, git_state, load, machine, machine_lines, yes
 
-BENCHMARKS = ["datapath", "compute", "pruning", "sampler", "workers", "e2e", "inference"]
+BENCHMARKS = ["datapath", "compute", "pruning", "sampler", "workers", "e2e", "inference", "quality"]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 LOG = Path(__file__).resolve().parent / "logs" / "RESULTS-history.md"
 HEADER = """# sceneclf benchmark results
 
 The latest result of each benchmark. `bench/run.py` replaces the section of each benchmark it runs
-(not on `--quick` or `--seeds` runs) and keeps the others; each whole run is also appended to
+(not on `--quick` runs) and keeps the others; each whole run is also appended to
 `bench/logs/RESULTS-history.md` (not committed). Sections without a `bench:` marker were measured
 by hand. Every figure is a pair or a ratio measured side by side: the machine is shared.
 """
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", type=Path, default=LOG, help="file to append the whole run to")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs, studies)")
     ap.add_argument("--seeds", type=seed_list, default=None, metavar="A-B|A,B,...",
-                    help="seeds of benchmark 3 (pruning) instead of its own, e.g. 4-7")
+                    help="seeds of benchmarks 3 (pruning) and 8 (quality) instead of their own, e.g. 4-7")
     args = ap.parse_args(argv)
 
     from sceneclf.data.prepare import default_cache_dir
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "bench/run.py", *(["--quick"] if args.quick else []),
                           *(arg for name in args.only or [] for arg in ("--only", name)),
                           *(["--seeds", ",".join(map(str, args.seeds))] if args.seeds else [])])
-    full = not args.quick and args.seeds is None  # quick counts and seed subsets are no benchmark result
+    full = not args.quick  # quick counts are no benchmark result; a seed subset says its seeds
     started = dt.datetime.now().astimezone()
     code = git_state()
     head = [f"\n## {started:%Y-%m-%d %H:%M %Z} · `{command}`\n", *machine_lines(),

@@ -1,0 +1,142 @@
+"""8. Quality: what a search finds against the bag-of-frames reference, and what the augmentation
+dimensions buy.
+
+For each seed, in fresh folders: `sceneclf search --trials 50 --seed S` then `sceneclf
+retrain-best` with the default space, and again with the augmentation dimensions removed from it;
+and the poor configuration `sceneclf train --widths 4,8 --lr 1e-4 --epochs 20`. Read from the
+stores: the reference's test accuracy (stored with the study), the best trial's validation
+accuracy, the median completed trial's, and the retrained model's test accuracy.
+Run on the default data and on a second data set made by `bench/second_data.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from bench.common import PYTHON, Context, Section, Watched, fmt_s
+
+SEEDS = (0, 1, 2)
+AUGMENT = ("mixstyle_p", "mixstyle_alpha", "mixup_alpha", "freq_masks", "freq_width", "time_masks",
+           "time_width", "time_shift")
+SPACE = Path(__file__).resolve().parent.parent / "search" / "default.toml"
+POOR = ("--widths", "4,8", "--lr", "1e-4", "--epochs", "20")
+
+
+@dataclass
+class Outcome:
+    reference: float
+    best_val: float
+    median_val: float
+    test: float
+    wall: float
+
+
+def without_augmentation(path: Path) -> Path:
+    """The default space with every augmentation parameter removed (so each is off)."""
+    kept, skip = [], False
+    for line in SPACE.read_text().splitlines():
+        if line.startswith("[params."):
+            skip = line.strip()[len("[params."):-1] in AUGMENT
+        elif line.startswith("["):
+            skip = False
+        if not skip:
+            kept.append(line)
+    text = "\n".join(kept) + "\n"
+    assert not set(tomllib.loads(text)["params"]) & set(AUGMENT)
+    path.write_text(text)
+    return path
+
+
+def sceneclf(ctx: Context, cwd: Path, *args: str) -> float:
+    env = {**os.environ, "SCENECLF_CACHE": str(ctx.cache_dir)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    ctx.say(f"  sceneclf {' '.join(args)} in {cwd}")
+    m = Watched([PYTHON, "-m", "sceneclf", *args], cwd / f"{args[0]}.log", cwd=cwd, env=env).wait()
+    if m.returncode != 0:
+        raise RuntimeError(f"sceneclf {args[0]} exited with {m.returncode}:\n{m.log.read_text()[-2000:]}")
+    return m.wall
+
+
+def search(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str], space: Path) -> Outcome:
+    import torch
+
+    cwd.mkdir(parents=True, exist_ok=True)
+    wall = sceneclf(ctx, cwd, "search", "--trials", str(trials), "--seed", str(seed), "--space", str(space),
+                    "--no-progress", *data)
+    sceneclf(ctx, cwd, "retrain-best", "--seed", str(seed), "--out", "model.pt", *data)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+    done = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    test = torch.load(cwd / "model.pt", weights_only=True)["metrics"]["test_accuracy"]
+    return Outcome(study.user_attrs["reference"]["reference_test_accuracy"], study.best_value,
+                   statistics.median(done), float(test), wall)
+
+
+def poor(ctx: Context, cwd: Path, data: list[str]) -> float:
+    import torch
+
+    cwd.mkdir(parents=True, exist_ok=True)
+    sceneclf(ctx, cwd, "train", *POOR, "--out", "poor.pt", *data)
+    return float(torch.load(cwd / "poor.pt", weights_only=True)["metrics"]["test_accuracy"])
+
+
+def one_data_set(ctx: Context, sec: Section, name: str, data: list[str], seeds: tuple[int, ...],
+                 trials: int) -> tuple[list[Outcome], list[Outcome]]:
+    plain_space = without_augmentation(ctx.tmp / "no-augment.toml")
+    rows, full, plain = [], [], []
+    for seed in seeds:
+        work = ctx.tmp / f"quality-{name}-{seed}"
+        a = search(ctx, work / "default", seed, trials, data, SPACE)
+        b = search(ctx, work / "no-augment", seed, trials, data, plain_space)
+        p = poor(ctx, work / "poor", data)
+        full.append(a)
+        plain.append(b)
+        rows.append([seed, f"{a.reference:.3f}", f"{a.best_val:.3f}", f"{a.median_val:.3f}", f"{a.test:.3f}",
+                     f"{b.best_val:.3f}", f"{b.test:.3f}", f"{p:.3f}", fmt_s(a.wall), fmt_s(b.wall)])
+    sec.add(f"**{name}**", "")
+    sec.table(["seed", "reference test", "best val", "median val", "retrain-best test",
+               "no-aug best val", "no-aug test", "poor config test", "search wall", "no-aug wall"], rows)
+    return full, plain
+
+
+def mean(xs) -> float:
+    return sum(xs) / len(xs)
+
+
+def run(ctx: Context) -> Section:
+    from bench.second_data import write_second_data_set
+
+    seeds = ctx.seeds or ((0,) if ctx.quick else SEEDS)
+    trials = 12 if ctx.quick else 50
+    sec = Section(f"8. Quality: `sceneclf search --trials {trials}` + `retrain-best` against the reference")
+    sec.add(f"Seeds {', '.join(map(str, seeds))}; default space and the same space without its augmentation "
+            f"parameters; poor configuration `sceneclf train {' '.join(POOR)}`.", "")
+    default, plain = one_data_set(ctx, sec, "default data", [], seeds, trials)
+    second = write_second_data_set(ctx.cache_dir / "second-data")
+    other, other_plain = one_data_set(ctx, sec, "second data set (bench/second_data.py)",
+                                      ["--data", str(second)], seeds, trials)
+    judged = not ctx.quick
+    gap = mean([o.test - o.reference for o in default])
+    gain = mean([a.test - b.test for a, b in zip(default, plain)])
+    sec.goal("8 quality: retrain-best test - reference test (default data, mean)", f"{gap * 100:+.1f} points",
+             ">= +30 points", gap >= 0.30 if judged else None)
+    sec.goal("8 quality: augmentation dimensions, test accuracy gained (default data, mean)",
+             f"{gain * 100:+.1f} points", ">= +5 points", gain >= 0.05 if judged else None)
+    sec.goal("8 quality: reference test accuracy (default data, mean)", f"{mean([o.reference for o in default]):.3f}",
+             "<= 0.55", mean([o.reference for o in default]) <= 0.55 if judged else None)
+    sec.goal("8 quality: retrain-best test accuracy (default data, mean)", f"{mean([o.test for o in default]):.3f}",
+             ">= 0.85", mean([o.test for o in default]) >= 0.85 if judged else None)
+    sec.goal("8 quality: search wall time (default data, longest)", fmt_s(max(o.wall for o in default)),
+             "< 10 min", max(o.wall for o in default) < 600 if judged else None)
+    other_gap = mean([o.test - o.reference for o in other])
+    sec.goal("8 quality: retrain-best test - reference test (second data set, mean)",
+             f"{other_gap * 100:+.1f} points", "report", None)
+    sec.goal("8 quality: augmentation gain (second data set, mean)",
+             f"{mean([a.test - b.test for a, b in zip(other, other_plain)]) * 100:+.1f} points", "report", None)
+    return sec
