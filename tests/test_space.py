@@ -2,11 +2,13 @@ import optuna
 import pytest
 
 from sceneclf.errors import ConfigError
+from sceneclf.model.augment import AugmentConfig
 from sceneclf.model.budget import count_params
 from sceneclf.search.space import load_space, packaged_spaces, parse_space, sample
 
 FIXED = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "noise": 0.1, "dropout": 0.2,
-         "kernel_size": 5, "n_blocks": 3, "base_width": 16, "growth": 1.5}
+         "kernel_size": 5, "n_blocks": 3, "base_width": 16, "growth": 1.5, "mixstyle_p": 0.7, "mixup_alpha": 0.2,
+         "freq_masks": 1, "time_masks": 2, "time_shift": 20}
 
 
 def test_packaged_spaces_load_from_any_folder(tmp_path, monkeypatch):
@@ -26,7 +28,11 @@ def test_fixed_trial_turns_into_configs():
     assert cfgs.model.kernel_size == 5 and cfgs.model.dropout == 0.2
     assert cfgs.features.noise == 0.1
     assert (cfgs.train.lr, cfgs.train.batch_size, cfgs.train.seed) == (1e-3, 32, 7)
-    assert cfgs.train.epochs == 20 and cfgs.train.early_stop == 5  # from the space's [train]
+    assert cfgs.train.epochs == 20 and cfgs.train.early_stop == 6  # from the space's [train]
+    assert (cfgs.augment.mixstyle_p, cfgs.augment.mixup_alpha) == (0.7, 0.2)
+    assert (cfgs.augment.freq_masks, cfgs.augment.time_masks, cfgs.augment.time_shift) == (1, 2, 20)
+    assert cfgs.augment.mixstyle_alpha == AugmentConfig().mixstyle_alpha  # not tuned: the default
+    assert cfgs.flat()["augment.time_shift"] == 20
     assert cfgs.flat()["widths"] == "16,24,36"
     assert count_params(cfgs.model) > 0
 

@@ -13,19 +13,21 @@ from sceneclf.model import KERNEL_SIZES
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--clips-per-class", type=click.IntRange(2, 10000), default=40, show_default=True)
+@click.option("--clips-per-class", type=click.IntRange(2, 10000), default=None,
+              help="Clips per class, at least one per recording location  [default: the embedded set's]")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out_dir: Path, clips_per_class: int, seed: int) -> None:
+def synth(out_dir: Path, clips_per_class: int | None, seed: int) -> None:
     """Write the procedural synthetic scene data set (TUT 2017 layout) to OUT_DIR.
 
-    Example: sceneclf synth data/synth --clips-per-class 40 --seed 0
+    Example: sceneclf synth data/synth --clips-per-class 100 --seed 0
     """
     from sceneclf.data.synth import SynthConfig, write_dataset
 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CliError(f"{out_dir}: folder exists and is not empty")
-    path = write_dataset(out_dir, SynthConfig(clips_per_class=clips_per_class), seed=seed)
-    click.echo(f"wrote {clips_per_class * 15} clips to {path}")
+    cfg = SynthConfig() if clips_per_class is None else SynthConfig(clips_per_class=clips_per_class)
+    path = write_dataset(out_dir, cfg, seed=seed)
+    click.echo(f"wrote {cfg.clips_per_class * 15} clips to {path}")
 
 
 @cli.command()

@@ -5,10 +5,15 @@
 Scenes 2017 layout, so the real loading path is the one exercised; `default_dataset` caches
 one such folder per (config, seed).
 
-Each class is a recipe of layered sources: coloured background noise, engine or hum tones
-with drifting pitch, wind, passing traffic, slow wave-like modulation and random transient
-events. Related classes share sources on purpose, so the task is not trivial. Every clip
-belongs to a recording location that fixes its parameters; clips vary slightly around them.
+Classes come in four confusable groups (vehicles, indoors, streets, nature). Within a group every
+class draws the same sources from the same distributions: a band-noise texture, harmonic chirps
+and noise impacts in the group's frequency bands. What tells the classes of a group apart is
+time-frequency structure only: chirps rise or fall (one is the other time-reversed), impacts
+start sharply and decay or swell and stop sharply (again time-reversed), and the texture swells
+slowly or flutters fast. Time reversal keeps every frame's spectrum, so the classes of a group
+share their average spectra and the spread of each band over time. Every recording location
+colours its clips with a device and room (spectral tilt, peaking EQs), a gain and a background
+noise colour, drawn from distributions shared by all classes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneclf.data.sounds import EVENTS, music, shaped_noise, smooth, tone
+from sceneclf.data.sounds import band_db, chirp, colour_db, fast_len, impact, modulation, noise_spectrum, rms
 from sceneclf.errors import ConfigError, DataError
 
 __all__ = [
@@ -45,86 +50,62 @@ SCENE_CLASSES: tuple[str, ...] = (
     "beach", "bus", "cafe/restaurant", "car", "city_center", "forest_path", "grocery_store",
     "home", "library", "metro_station", "office", "park", "residential_area", "train", "tram",
 )  # fmt: skip
-SYNTH_VERSION = 2  # bump when the recipes change: it invalidates cached data sets
+SYNTH_VERSION = 3  # bump when the recipes change: it invalidates cached data sets
 DONE = "DONE"
 # Prefixes of location ids, one per class in SCENE_CLASSES order.
 _LOC_PREFIX = ("be", "bu", "ca", "cr", "ci", "fo", "gr", "ho", "li", "me", "of", "pa", "re", "tr", "tm")
 
-# Recipes. Every (lo, hi) pair is a range a location draws from. Levels are in dB re the
-# background's RMS, except `level`, the clip's RMS in dBFS.
-#   bg: background noise (spectral tilt dB/octave about 1 kHz, band centre Hz, band gain dB)
-#   tone: engine, motor or hum (f0 Hz, relative pitch drift, harmonics, rolloff dB/harmonic, level)
-#   waves: swell of the background (rate Hz, depth); wind: level; traffic: (passes per s, level)
-#   events: kind -> (groups per second, peak level, frequency scale)
-
-
-def _ev(rate: tuple, level: tuple, scale: tuple = (0.85, 1.15)) -> tuple:
-    return rate, level, scale
-
-
-_QUIET = (-38.0, -28.0)
-_RECIPES: dict[str, dict] = {
-    "beach": dict(bg=((-3, -0.5), (700, 2500), (3, 9)), waves=((0.15, 0.35), (0.6, 0.95)), wind=(-12, -2),
-                  events=dict(bird=_ev((0, 0.15), (-4, 4)), babble=_ev((0, 0.3), (-14, -6)), steps=_ev((0, 0.1), (-8, 0)))),
-    "bus": dict(bg=((-6, -2), (80, 500), (3, 9)), tone=((30, 50), (0.1, 0.25), (8, 12), (1, 3), (-6, 2)),
-                events=dict(beep=_ev((0.3, 0.6), (0, 6), (0.6, 1.0)), hiss=_ev((0.1, 0.3), (-2, 6)),
-                            babble=_ev((0.2, 0.6), (-8, 0)), door=_ev((0.02, 0.1), (-4, 4)))),
-    "cafe/restaurant": dict(bg=((-5, -1.5), (200, 1500), (3, 8)),
-                            events=dict(babble=_ev((1.5, 3.0), (-4, 2)), clink=_ev((0.6, 1.2), (-4, 6)),
-                                        beep=_ev((0, 0.05), (-8, 0), (0.6, 1.3)), steps=_ev((0, 0.1), (-8, 0)))),
-    "car": dict(bg=((-9, -4), (50, 300), (4, 10)), tone=((20, 40), (0.05, 0.15), (5, 9), (3, 6), (-8, 0)),
-                events=dict(tick=_ev((0.2, 0.5), (0, 8)), babble=_ev((0, 0.2), (-12, -4)))),
-    "city_center": dict(bg=((-5, -2), (200, 1000), (3, 9)), traffic=((0.5, 1.0), (0, 6)),
-                        events=dict(horn=_ev((0.2, 0.4), (0, 8)), steps=_ev((0.2, 0.5), (-4, 4)),
-                                    babble=_ev((0.3, 0.8), (-8, 0)), door=_ev((0, 0.05), (-6, 2)))),
-    "forest_path": dict(bg=((-5, -1.5), (200, 1000), (2, 8)), wind=(-4, 4), level=_QUIET,
-                        events=dict(bird=_ev((0.6, 1.4), (0, 8), (0.8, 1.3)), steps=_ev((0.15, 0.4), (-4, 4)))),
-    "grocery_store": dict(bg=((-4, -1), (200, 1500), (2, 8)), tone=((50, 120), (0, 0.01), (3, 6), (4, 8), (-16, -6)),
-                          events=dict(beep=_ev((0.6, 1.2), (0, 8), (0.6, 1.3)), babble=_ev((0.3, 0.8), (-10, -2)),
-                                      steps=_ev((0.1, 0.3), (-8, 0)), clack=_ev((0, 0.1), (-12, -4), (1.2, 1.8)))),
-    "home": dict(bg=((-5, -1.5), (100, 800), (2, 8)), level=_QUIET, music=(-10, -2),
-                 events=dict(clink=_ev((0.2, 0.5), (-4, 4)), door=_ev((0.05, 0.15), (-2, 6)),
-                             babble=_ev((0.1, 0.4), (-8, 0), (0.8, 1.0)), steps=_ev((0.05, 0.2), (-6, 2)))),
-    "library": dict(bg=((-5, -1.5), (100, 800), (2, 8)), level=_QUIET, tone=((80, 200), (0, 0.01), (3, 6), (4, 8), (-22, -12)),
-                    events=dict(rustle=_ev((0.6, 1.2), (0, 8)), steps=_ev((0.1, 0.25), (-4, 4)),
-                                typing=_ev((0, 0.1), (-8, 0)), babble=_ev((0, 0.1), (-16, -8), (1.0, 1.2)))),
-    "metro_station": dict(bg=((-4, -1.5), (200, 1000), (3, 9)), tone=((300, 700), (0.2, 0.4), (2, 4), (6, 10), (-6, 2)),
-                          events=dict(babble=_ev((0.5, 1.2), (-6, 0)), steps=_ev((0.2, 0.5), (-6, 2)),
-                                      clack=_ev((0.05, 0.2), (-4, 4)), beep=_ev((0.1, 0.3), (-6, 2), (0.4, 0.6)))),
-    "office": dict(bg=((-5, -1.5), (100, 800), (2, 8)), level=_QUIET, tone=((80, 200), (0, 0.01), (3, 6), (4, 8), (-20, -10)),
-                   events=dict(typing=_ev((0.6, 1.5), (0, 8)), babble=_ev((0.05, 0.4), (-10, -2)),
-                               door=_ev((0, 0.05), (-4, 4)), rustle=_ev((0, 0.1), (-8, 0)))),
-    "park": dict(bg=((-5, -1.5), (200, 1000), (2, 8)), wind=(-12, -2), traffic=((0.02, 0.1), (-14, -6)),
-                 events=dict(babble=_ev((0.4, 0.8), (-4, 4), (1.2, 1.5)), bird=_ev((0.3, 0.6), (-4, 6), (0.8, 1.3)),
-                             steps=_ev((0.05, 0.3), (-6, 2)))),
-    "residential_area": dict(bg=((-5, -1.5), (200, 1000), (3, 8)), traffic=((0.15, 0.35), (-4, 4)), wind=(-16, -6),
-                             events=dict(bark=_ev((0.3, 0.6), (0, 8)), bird=_ev((0.05, 0.2), (-4, 4), (0.8, 1.3)),
-                                         door=_ev((0.05, 0.15), (-4, 4)), steps=_ev((0.05, 0.2), (-6, 2)))),
-    "train": dict(bg=((-6, -2), (80, 500), (3, 9)), tone=((60, 120), (0.01, 0.05), (5, 9), (2, 5), (-12, -4)),
-                  events=dict(clack=_ev((0.6, 1.2), (0, 8)), babble=_ev((0.05, 0.3), (-10, -2)))),
-    "tram": dict(bg=((-6, -2), (100, 500), (3, 9)), tone=((200, 450), (0.1, 0.25), (3, 6), (4, 8), (-8, 0)),
-                 events=dict(squeal=_ev((0.3, 0.6), (0, 8)), clack=_ev((0.1, 0.3), (-6, 2), (1.2, 1.6)),
-                             clink=_ev((0.05, 0.15), (-4, 4), (0.2, 0.35)), babble=_ev((0.1, 0.4), (-10, -2)))),
+# Groups: the sources every class of the group shares (every (lo, hi) pair is a range a location
+# draws from, log-uniformly for frequencies):
+#   texture: band noise (centre Hz, width octaves); chirp: (lowest f0 Hz, span octaves, seconds,
+#   harmonics); impact: band (centre Hz, width octaves), decay time constant s
+_GROUPS: dict[str, dict] = {
+    "vehicle": dict(texture=((80, 160), 1.2), chirp=((50, 90), (1.0, 1.8), (0.4, 0.8), 6),
+                    impact=((150, 400), 1.0, (0.1, 0.25))),
+    "street": dict(texture=((300, 600), 1.2), chirp=((250, 450), (0.8, 1.5), (0.4, 0.8), 4),
+                   impact=((700, 1400), 1.0, (0.08, 0.2))),
+    "indoor": dict(texture=((800, 1500), 1.0), chirp=((600, 1000), (0.8, 1.5), (0.3, 0.6), 3),
+                   impact=((2000, 4000), 1.0, (0.06, 0.15))),
+    "nature": dict(texture=((2000, 4000), 1.0), chirp=((2000, 3500), (0.7, 1.1), (0.2, 0.4), 1),
+                   impact=((4000, 7000), 0.8, (0.05, 0.12))),
 }  # fmt: skip
-_DEFAULT_LEVEL = (-30.0, -18.0)
-# Every location's device and room colour the background, whatever the class: (centre Hz, gain dB).
-_EQ = (((80, 6000), (-4, 4)),) * 2
-# Difficulty: a location's parameters span this fraction of the class's range, around its centre
-# (measured: 0.4 gives a 25K-parameter CNN about 93 % test accuracy, 1.0 about 65 %).
-_LOCATION_SPREAD = 0.4
-_CLIP_SPREAD = 0.06  # a clip's parameters: the location's, plus this fraction of the range (1 sd)
+# Each class: its group, then what sets it apart within the group: chirps rise (else fall),
+# impacts strike (else swell), the texture flutters (else swells slowly). No two classes of a
+# group share all three.
+_CLASSES: dict[str, tuple[str, bool, bool, bool]] = {
+    "bus": ("vehicle", True, True, False), "car": ("vehicle", False, False, False),
+    "train": ("vehicle", False, True, True), "tram": ("vehicle", True, False, True),
+    "cafe/restaurant": ("indoor", False, True, True), "grocery_store": ("indoor", True, True, True),
+    "home": ("indoor", True, True, False), "library": ("indoor", False, False, False),
+    "office": ("indoor", True, False, True),
+    "city_center": ("street", True, True, False), "metro_station": ("street", False, True, True),
+    "residential_area": ("street", True, False, True),
+    "beach": ("nature", False, True, True), "forest_path": ("nature", True, False, True),
+    "park": ("nature", True, True, False),
+}  # fmt: skip
+# Shared by every class: the recording location's device, room, gain and background, and the
+# mix of the sources (levels in dB re the texture's RMS; rates per second).
+_LOCATION = dict(
+    level=(-34.0, -18.0),  # clip RMS, dBFS
+    tilt=(-3.0, 3.0),  # device and room, dB/octave about 1 kHz
+    eq=(((100, 6000), (0.3, 1.0), (-9.0, 9.0)),) * 2,  # peaking EQs: centre Hz, width octaves, gain dB
+    bg_tilt=(-8.0, -2.0), bg_peak=((80, 4000), (0.5, 1.5), (0.0, 12.0)), bg_level=(-12.0, 0.0),
+    chirp=((1.0, 2.0), (-4.0, 4.0)), impact=((1.0, 2.0), (2.0, 10.0)),  # (rate, level)
+    depth=(0.5, 0.9), slow=(0.3, 1.0), fast=(4.0, 7.0),  # texture swell depth and rates Hz
+)  # fmt: skip
+_CLIP_JITTER = 0.06  # a clip's parameters: its location's, plus this fraction of the range (1 sd)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """Size and shape of the synthetic data set."""
 
-    clips_per_class: int = 40
-    locations_per_class: int = 8
+    clips_per_class: int = 100
+    locations_per_class: int = 20
     sample_rate: int = 16000
     min_seconds: float = 3.0
-    max_seconds: float = 6.0
-    eval_fraction: float = 0.25  # share of each class's locations in fold1_evaluate
+    max_seconds: float = 4.0
+    eval_fraction: float = 0.2  # share of each class's locations in fold1_evaluate
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, what: str) -> None:
@@ -162,46 +143,78 @@ class SynthClip:
 
 
 def _draw(spec, loc_rng, clip_rng):
-    """Sample a recipe: every (lo, hi) pair becomes the location's value (near the middle of the
-    range) plus a clip's jitter."""
+    """Every (lo, hi) pair becomes the location's value, uniform in the range (log-uniform for
+    frequencies, lo >= 50), plus a clip's jitter; other numbers pass through."""
     if isinstance(spec, dict):
         return {k: _draw(v, loc_rng, clip_rng) for k, v in spec.items()}
-    if len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec):
+    if isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec):
         lo, hi = spec
-        v = (lo + hi) / 2 + _LOCATION_SPREAD * (hi - lo) * (loc_rng.uniform() - 0.5)
-        v += _CLIP_SPREAD * (hi - lo) * clip_rng.standard_normal()
-        return float(np.clip(v, lo, hi))
-    return tuple(_draw(v, loc_rng, clip_rng) for v in spec)
+        log = isinstance(lo, int) and lo >= 50  # frequency ranges are written as integers
+        lo, hi = (np.log(lo), np.log(hi)) if log else (lo, hi)
+        v = loc_rng.uniform(lo, hi) + _CLIP_JITTER * (hi - lo) * clip_rng.standard_normal()
+        v = float(np.clip(v, lo, hi))
+        return float(np.exp(v)) if log else v
+    if isinstance(spec, tuple):
+        return tuple(_draw(v, loc_rng, clip_rng) for v in spec)
+    return spec
 
 
-def _render(p: dict, n: int, sr: int, rng) -> np.ndarray:
-    """Mix one clip from sampled recipe parameters `p`; returns float32 at the clip's level."""
-    t = np.arange(n) / sr
-    x = shaped_noise(rng, n, sr, *p["bg"], eq=p["eq"])
-    if "waves" in p:
-        rate, depth = p["waves"]
-        swell = (0.5 - 0.5 * np.cos(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))) ** 2
-        x *= 1 - depth + depth * 2 * swell * (1 + 0.2 * smooth(rng, n, sr, 0.7))
-    if "tone" in p:
-        *shape, level = p["tone"]
-        x += 10 ** (level / 20) * tone(rng, n, sr, *shape)
-    if "wind" in p:
-        gusts = np.exp(1.2 * smooth(rng, n, sr, rng.uniform(0.4, 1.0)))
-        x += 10 ** (p["wind"] / 20) * gusts * shaped_noise(rng, n, sr, -8, 150, 6)
-    if "traffic" in p:
-        rate, level = p["traffic"]
-        onsets = rng.uniform(-2.0, n / sr + 2.0, rng.poisson(rate * (n / sr + 4.0)))
-        widths = rng.uniform(0.5, 1.5, len(onsets))
-        env = 0.15 + np.exp(-0.5 * ((t[:, None] - onsets) / widths) ** 2).sum(axis=1)
-        x += 10 ** (level / 20) * env * shaped_noise(rng, n, sr, -6, rng.uniform(250, 600), 6)
-    if "music" in p:
-        x += 10 ** (p["music"] / 20) * music(rng, n, sr)
-    for kind, (rate, level, scale) in p.get("events", {}).items():
-        for start in np.sort(rng.integers(0, n, rng.poisson(rate * n / sr))):
-            make, offset = EVENTS[kind]
-            ev = make(rng, sr, scale)[: n - start]
-            x[start : start + len(ev)] += 10 ** ((level + offset) / 20) * ev
-    x *= 10 ** (p["level"] / 20) / (np.sqrt(np.mean(x**2)) + 1e-12)
+def _place(rng, n: int, sr: int, rate: float, make, amp: float) -> np.ndarray:
+    """A track of n samples with events from `make()` at Poisson times, `rate` per second."""
+    track = np.zeros(n)
+    for start in rng.integers(-sr // 4, n, rng.poisson(rate * (n / sr + 0.25))):
+        ev = make() * amp * rng.uniform(0.5, 1.0)
+        lo, hi = max(start, 0), min(start + len(ev), n)
+        if hi > lo:
+            track[lo:hi] += ev[lo - start : hi - start]
+    return track
+
+
+def _unit_gain(db: np.ndarray) -> np.ndarray:
+    """Magnitude response from dB, scaled so that white noise keeps its power."""
+    g = 10 ** (db / 20)
+    return g / np.sqrt(np.mean(g**2))
+
+
+def _render(g: dict, loc: dict, attrs: tuple, n: int, sr: int, rng) -> np.ndarray:
+    """Mix one clip from its group's sources `g`, its location `loc` and the class's attributes;
+    returns float32 at the clip's level."""
+    rising, strikes, flutters = attrs
+    m = fast_len(n)
+    f = np.fft.rfftfreq(m, 1 / sr)
+    centre, width = g["texture"]
+    texture = np.fft.irfft(noise_spectrum(rng, m) * _unit_gain(band_db(f, centre, width, 30.0)), m)[:n]
+    rate = loc["fast"] if flutters else loc["slow"]
+    texture *= modulation(rng, n, sr, rate, loc["depth"]) / rms(texture)
+
+    f_lo, span, secs, harm = g["chirp"]
+    rate, level = loc["chirp"]
+
+    def one_chirp():
+        lo = f_lo * rng.uniform(0.8, 1.25)
+        hi = min(lo * 2**span, 0.4 * sr)  # the fundamental stays below the Nyquist frequency
+        x = chirp(rng, sr, min(lo, hi / 1.5), hi, secs * rng.uniform(0.8, 1.25), harm)
+        return x if rising else x[::-1]
+
+    chirps = _place(rng, n, sr, rate, one_chirp, 10 ** (level / 20) * 3.0)
+
+    centre, width, tau = g["impact"]
+    rate, level = loc["impact"]
+
+    def one_impact():
+        decay = tau * rng.uniform(0.8, 1.25)
+        x = impact(rng, sr, decay, 5 * decay)
+        return x if strikes else x[::-1]
+
+    hits = _place(rng, n, sr, rate, one_impact, 10 ** (level / 20) * 4.0)
+    # The impacts' band filter is zero-phase, so it commutes with their time reversal.
+    spec = np.fft.rfft(texture + chirps, m) + np.fft.rfft(hits, m) * _unit_gain(band_db(f, centre, width, 30.0))
+    bg_db = colour_db(f, loc["bg_tilt"], [loc["bg_peak"]])
+    spec += noise_spectrum(rng, m) * _unit_gain(bg_db) * 10 ** (loc["bg_level"] / 20)
+    device = 10 ** (colour_db(f, loc["tilt"], loc["eq"]) / 20)
+    spec *= device * np.minimum(1.0, (f / 40.0) ** 2)  # and a high-pass below 40 Hz
+    x = np.fft.irfft(spec, m)[:n]
+    x *= 10 ** (loc["level"] / 20) / rms(x)
     peak = np.abs(x).max()
     if peak > 0.98:
         x *= 0.98 / peak
@@ -218,14 +231,13 @@ def _clip(cfg: SynthConfig, seed: int, c: int, i: int) -> SynthClip:
     label = SCENE_CLASSES[c]
     loc_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, c, loc]))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c, loc, k]))
-    recipe = dict(_RECIPES[label])
-    recipe.setdefault("level", _DEFAULT_LEVEL)
-    recipe["eq"] = _EQ
-    p = _draw(recipe, loc_rng, rng)
+    group, *attrs = _CLASSES[label]
+    sources = _draw(_GROUPS[group], loc_rng, rng)
+    where = _draw(_LOCATION, loc_rng, rng)
     n = int(round(rng.uniform(cfg.min_seconds, cfg.max_seconds) * cfg.sample_rate))
     location = f"{_LOC_PREFIX[c]}{loc:03d}"
     name = f"audio/{_safe(label)}_{location}_{k:02d}.wav"
-    return SynthClip(name, label, location, _render(p, n, cfg.sample_rate, rng))
+    return SynthClip(name, label, location, _render(sources, where, tuple(attrs), n, cfg.sample_rate, rng))
 
 
 def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:

@@ -1,0 +1,133 @@
+"""The default generator's classes: confusable groups with shared spectra, told apart by
+time-frequency structure; recording locations colour clips whatever their class."""
+
+import numpy as np
+import pytest
+import torch
+
+from sceneclf.data import synth
+from sceneclf.data.manifest import group_split
+from sceneclf.data.prepare import DataConfig
+from sceneclf.data.synth import SCENE_CLASSES, SYNTH_VERSION, SynthConfig, generate
+from sceneclf.model.frontend import LOG_EPS, FeatureConfig, FrontEnd
+
+SR = 16000
+MEL = FrontEnd(FeatureConfig()).eval()
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.log(MEL.mel_power(torch.from_numpy(audio)[None])[0] + LOG_EPS).numpy()
+
+
+def groups() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for label in SCENE_CLASSES:
+        out.setdefault(synth._CLASSES[label][0], []).append(label)
+    return out
+
+
+def render(label: str, n_clips: int, seed: int = 0) -> list[np.ndarray]:
+    """Clips of `label` at one fixed location with fixed sources (the same for every class of
+    a group), so that only the class makes a difference."""
+    group, *attrs = synth._CLASSES[label]
+    loc_rng = np.random.default_rng(seed)
+    sources = synth._draw(synth._GROUPS[group], loc_rng, np.random.default_rng(1))
+    where = synth._draw(synth._LOCATION, loc_rng, np.random.default_rng(1))
+    where["level"], where["bg_level"] = -20.0, -12.0
+    return [log_mel(synth._render(sources, where, tuple(attrs), 3 * SR, SR, np.random.default_rng([seed, k])))
+            for k in range(n_clips)]
+
+
+def orientation(x: np.ndarray) -> float:
+    """Mean product of the time and frequency gradients: the slant of ridges and edges."""
+    dt, df = np.diff(x, axis=1)[:-1, :], np.diff(x, axis=0)[:, :-1]
+    return float(np.mean(dt * df))
+
+
+def onset_skew(x: np.ndarray) -> float:
+    """Skewness of the frame-to-frame change of loudness: > 0 for sharp onsets and slow decays."""
+    d = np.diff(x.mean(0))
+    return float(np.mean((d - d.mean()) ** 3) / (d.std() ** 3 + 1e-12))
+
+
+def flutter(x: np.ndarray) -> float:
+    """Share of the loudness envelope's modulation power between 3 and 8 Hz (frames at 31 Hz)."""
+    env = x.mean(0) - x.mean()
+    power = np.abs(np.fft.rfft(env)) ** 2
+    hz = np.fft.rfftfreq(len(env), 512 / SR)
+    return float(power[(hz > 3) & (hz < 8)].sum() / power[hz > 0.2].sum())
+
+
+PATTERNS = (orientation, onset_skew, flutter)
+
+
+def test_version_and_class_groups():
+    assert SYNTH_VERSION == 3
+    sizes = sorted(len(v) for v in groups().values())
+    assert len(sizes) == 4 and min(sizes) >= 3 and max(sizes) <= 5 and sum(sizes) == 15
+    for members in groups().values():  # no two classes of a group look alike
+        signatures = {synth._CLASSES[label][1:] for label in members}
+        assert len(signatures) == len(members)
+
+
+@pytest.mark.parametrize("group", ["vehicle", "street", "indoor", "nature"])
+def test_a_groups_classes_share_band_means_but_not_patterns(group):
+    members = groups()[group]
+    clips = {label: render(label, 6) for label in members}
+    means = {label: np.mean([c.mean(1) for c in cs], axis=0) for label, cs in clips.items()}
+    stds = {label: np.mean([c.std(1) for c in cs], axis=0) for label, cs in clips.items()}
+    for a in members:
+        for b in members:
+            assert np.abs(means[a] - means[b]).max() < 0.5  # nats: within 2.2 dB in every band
+            assert np.abs(stds[a] - stds[b]).max() < 0.5
+    stats = {label: np.array([[f(c) for f in PATTERNS] for c in cs]) for label, cs in clips.items()}
+    for a in members:
+        for b in members:
+            if a < b:  # some pattern tells them apart: means over 3 standard errors apart
+                gap = np.abs(stats[a].mean(0) - stats[b].mean(0))
+                se = np.sqrt((stats[a].var(0) + stats[b].var(0)) / len(stats[a]))
+                assert (gap > 3 * se).any(), (a, b, gap / se)
+
+
+def test_groups_differ_in_band_means_more_than_their_classes():
+    means = {label: np.mean([c.mean(1) for c in render(label, 3)], axis=0) for label in SCENE_CLASSES}
+    within, between = [], []
+    for a in SCENE_CLASSES:
+        for b in SCENE_CLASSES:
+            if a < b:
+                gap = np.abs(means[a] - means[b]).max()
+                (within if synth._CLASSES[a][0] == synth._CLASSES[b][0] else between).append(gap)
+    assert max(within) < min(between)
+
+
+def test_locations_colour_clips_more_than_classes_of_a_group_differ():
+    """Band means (log-mel over a clip) spread more across a class's locations than the
+    location-averaged band means of a group's classes spread across its classes."""
+    cfg = SynthConfig(clips_per_class=8, locations_per_class=8, min_seconds=3.0, max_seconds=3.0)
+    members = [SCENE_CLASSES.index(label) for label in groups()["vehicle"]]
+    means = np.array([[log_mel(synth._clip(cfg, 0, c, i).audio).mean(1) for i in range(8)] for c in members])
+    across_locations = means.var(axis=1).mean()  # (classes, locations, bands) -> one number
+    across_classes = means.mean(axis=1).var(axis=0).mean()
+    assert across_locations > 4 * across_classes
+
+
+def test_generate_is_bit_identical_for_a_seed():
+    cfg = SynthConfig(clips_per_class=2, locations_per_class=2, min_seconds=1.0, max_seconds=1.2)
+    a, b = generate(cfg, 3), generate(cfg, 3)
+    assert [c.name for c in a] == [c.name for c in b]
+    assert all(x.audio.tobytes() == y.audio.tobytes() for x, y in zip(a, b))
+
+
+def test_default_config_gives_val_and_test_of_300_clips():
+    """The split of the default set as `prepare` makes it: test is the fold's evaluate list, val
+    a group split of DataConfig.val_fraction of its train list."""
+    cfg = SynthConfig()
+    evaluate = synth._eval_locations(cfg, 0)
+    rows = [(label, f"{synth._LOC_PREFIX[c]}{i % cfg.locations_per_class:03d}")
+            for c, label in enumerate(SCENE_CLASSES) for i in range(cfg.clips_per_class)]
+    test = [r for r in rows if r[1] in evaluate]
+    train = [r for r in rows if r[1] not in evaluate]
+    splits = group_split([r[0] for r in train], [r[1] for r in train], {"val": DataConfig().val_fraction}, seed=0)
+    assert len(test) >= 300 and splits.count("val") >= 300
+    assert {r[0] for r in test} == set(SCENE_CLASSES)
