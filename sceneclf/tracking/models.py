@@ -9,8 +9,11 @@ weights, and only the checkpoint also holds the class names and the audio and fe
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import tempfile
+import warnings
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,12 +139,15 @@ def log_retrained_model(tracking_uri: str, study: str, best_trial: int, parent_r
             mlflow.log_metrics({k: v for k, v in m.items() if k in ("train_loss", "lr")}, step=step)
         mlflow.log_metrics({k: float(v) for k, v in ckpt.metrics.items()})
         mlflow.log_artifact(str(checkpoint_path), "checkpoint")
-        info = mlflow.pytorch.log_model(
-            ckpt.model, name="model", signature=signature, input_example=example.numpy(),
-            registered_model_name=REGISTERED_MODEL,
-            code_paths=[str(Path(sceneclf.__file__).parent)],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchaudio", "numpy"],
-        )
+        # torch.export's archive writer warns about CPU weights it handles; MLflow prints what we print.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.filterwarnings("ignore", message="No complete tensor found", category=UserWarning)
+            info = mlflow.pytorch.log_model(
+                ckpt.model, name="model", signature=signature, input_example=example.numpy(),
+                registered_model_name=REGISTERED_MODEL,
+                code_paths=[str(Path(sceneclf.__file__).parent)],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchaudio", "numpy"],
+            )
         version = str(info.registered_model_version)
     return run.info.run_id, version
 
