@@ -211,3 +211,19 @@ def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
     assert run([0.5 + 0.02 * e for e in range(20)]) == 20
     for name in search_names.PRUNERS:
         assert isinstance(make_pruner(name, 20), optuna.pruners.BasePruner)
+
+
+def test_trials_with_jobs_finish_exactly_the_asked_number(stores, tiny_data, tmp_path):
+    """`--trials N --jobs 2` finishes exactly N trials: a worker starts none once finished plus
+    running trials reach the target, and the same command again adds exactly N more."""
+    from conftest import TINY_SPACE
+
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE)
+    for total in (6, 9):
+        res = run_search(stores, tiny_data, "--trials", str(total - 6 if total == 9 else 6), "--jobs", "2",
+                         "--epochs", "1", "--space", "tiny.toml", "--no-mlflow")
+        assert res.exit_code == 0, res.output
+        study = optuna.load_study(study_name="t", storage=stores["storage"])
+        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) == total
+        assert not [t for t in study.trials if t.state == TrialState.RUNNING]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from sceneclf.atomic import sweep_stale
@@ -39,6 +41,8 @@ from sceneclf.search.recovery import close_failed_runs, promote_pending, recover
 from sceneclf.search.space import SearchSpace, parse_space
 from sceneclf.search.storage import make_pruner, make_sampler, open_storage
 from sceneclf.tracking.tracker import Tracker, open_tracker
+
+WAIT_SECONDS = 2.0  # how often a worker whose target is committed checks on the others' trials
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,13 @@ def check_record(study: optuna.Study, record: StudyRecord) -> None:
 
 
 class Stop(optuna.study.MaxTrialsCallback):
-    """Stop when `target` trials are finished or pruned (failed ones are not counted), or when
-    the last `streak` trials all failed the same way (same exception type: something is wrong
-    beyond one trial), or the last `4 * streak` failed in any way."""
+    """Stop starting trials when finished, pruned and running trials reach `target` (failed ones
+    are not counted), or when the last `streak` trials all failed the same way (same exception
+    type: something is wrong beyond one trial), or the last `4 * streak` failed in any way."""
 
     def __init__(self, target: int, streak: int = 5):
         super().__init__(target, states=FINISHED)
+        self.target = target
         self.streak = streak
         self.reason: str | None = None
 
@@ -111,7 +116,13 @@ class Stop(optuna.study.MaxTrialsCallback):
             self.reason = f"the last {n} trials failed ({'; '.join(reasons)[:300]})"
             study.stop()
             return
-        super().__call__(study, trial)
+        if committed(study) >= self.target:  # the running trials of other workers will fill it
+            study.stop()
+
+
+def committed(study: optuna.Study) -> int:
+    """Trials finished or pruned, plus those running now (in any worker)."""
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
 
 
 @dataclass
@@ -184,9 +195,20 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
     bar = _progress_bar(study, target) if progress else None
     if bar is not None:
         callbacks.append(bar.callback)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        study.optimize(objective, n_trials=None, timeout=timeout, callbacks=callbacks,
-                       catch=(Exception,), gc_after_trial=False)
+        while count_finished(study) < target and not stop.reason:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if committed(study) < target:
+                study.optimize(objective, n_trials=None, timeout=left, callbacks=callbacks,
+                               catch=(Exception,), gc_after_trial=False)
+            else:  # other workers' trials may yet fail: wait and see whether the target is met
+                time.sleep(WAIT_SECONDS)
+                recover_dead_trials(study, tracker)  # a dead local worker's trial goes back to the queue
+                if isinstance(study._storage, RDBStorage):
+                    optuna.storages.fail_stale_trials(study)  # and a dead machine's, by its heartbeat
     except KeyboardInterrupt:
         echo("\ninterrupted: the running trial is marked failed and its run closed; "
              "run the same command again to go on")
