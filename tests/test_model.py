@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from sceneclf.errors import BudgetError, ConfigError
-from sceneclf.model.budget import Budget, build, count_macs, count_params, summarize
+from sceneclf.model.budget import Budget, Cost, build, count_macs, count_params, model_cost, summarize
 from sceneclf.model.cnn import GlobalAvgPool2d, ModelConfig, SceneClassifier, SceneCNN
 from sceneclf.model.frontend import FeatureConfig
 
@@ -41,8 +41,8 @@ def test_budget_refuses_with_both_numbers():
     cfg = ModelConfig(widths=(64, 128, 256))
     with pytest.raises(BudgetError, match=r"[\d,]+ parameters, over the budget of 128,000"):
         build(FeatureConfig(), cfg, Budget(), frames=94)
-    assert Budget(max_params=10).violations(15, None) == [5.0]
-    assert Budget(max_params=10, max_macs=100).violations(5, 150) == [-5.0, 50.0]
+    assert Budget(max_params=10).violations(Cost(15, 0, 1.0)) == {"params": 5.0}
+    assert Budget(max_params=10, max_macs=100).violations(Cost(5, 150, 1.0)) == {"params": -5.0, "macs": 50.0}
 
 
 def test_invalid_model_config():
@@ -108,3 +108,35 @@ def test_global_pool_is_adaptive_average_pooling(layout):
     (ours_grad,), (ref_grad,) = torch.autograd.grad(ours, x, g), torch.autograd.grad(ref, x, g)
     assert ours.shape == ref.shape == (3, 5, 1, 1)
     assert torch.allclose(ours, ref, atol=1e-6) and torch.allclose(ours_grad, ref_grad, atol=1e-7)
+
+
+@pytest.mark.parametrize("precision,bytes_per_param", [("fp32", 4), ("fp16", 2), ("int8", 1)])
+def test_kb_budget_at_each_precision(precision, bytes_per_param):
+    """1 kB = 1000 bytes as DCASE counts: a model exactly at the limit fits, one parameter more does not."""
+    limit = Budget(max_params=10**9, max_kb=128, precision=precision)
+    at_limit = 128_000 // bytes_per_param
+    assert Cost(at_limit, 0, 1.0, precision).kb == 128.0
+    limit.check(Cost(at_limit, 0, 1.0, precision))
+    with pytest.raises(BudgetError) as info:
+        limit.check(Cost(at_limit + 1, 0, 1.0, precision))
+    assert f"{(at_limit + 1) * bytes_per_param / 1000:,.1f} kB of parameters at {precision}" in str(info.value)
+    assert "over the budget of 128 kB (--max-kb)" in str(info.value)
+
+
+def test_macs_per_second_budget_at_the_limit_and_over():
+    limit = Budget(max_macs_per_second=30_000_000)
+    limit.check(Cost(1000, 90_000_000, 3.0))
+    with pytest.raises(BudgetError, match=r"30,000,001 MACs per second of audio, over the limit of 30,000,000"):
+        limit.check(Cost(1000, 90_000_003, 3.0))
+
+
+def test_macs_per_second_do_not_depend_on_the_input_length():
+    cfg = ModelConfig(widths=(8, 16, 32))
+    short, long = (model_cost(FeatureConfig(), cfg, frames) for frames in (94, 188))
+    assert long.seconds == 2 * short.seconds and long.macs > 1.9 * short.macs
+    assert long.macs_per_second == pytest.approx(short.macs_per_second, rel=0.05)
+
+
+def test_bad_precision_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^precision 'int4': use one of fp32, fp16, int8$"):
+        Budget(precision="int4")

@@ -227,3 +227,31 @@ def test_trials_with_jobs_finish_exactly_the_asked_number(stores, tiny_data, tmp
         finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         assert len(finished) == total
         assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_kb_budget_constrains_trials_and_is_tracked(stores, tiny_data, tmp_path):
+    """--max-kb at int8: trials over it are never trained (constraint 'kb' > 0, over_budget), every
+    trial carries its kB and MACs per second as attributes and MLflow metrics."""
+    from conftest import TINY_SPACE
+
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE)
+    res = run_search(stores, tiny_data, "--trials", "4", "--epochs", "1", "--space", "tiny.toml",
+                     "--max-kb", "1.5", "--precision", "int8")
+    assert res.exit_code == 0, res.output
+    assert "budget 3,000 parameters, 1.5 kB at int8" in res.output
+    study = optuna.load_study(study_name="t", storage=stores["storage"])
+    runs = {r.info.run_id: r for r in child_runs(stores)[3]}
+    for t in study.trials:
+        kb = t.user_attrs["n_params"] / 1000
+        assert t.user_attrs["kb"] == kb
+        assert t.user_attrs["macs_per_second"] == t.user_attrs["macs"] / (94 * 512 / 16000)
+        assert t.system_attrs["constraints:kb"] == kb - 1.5  # what TPE learns the feasible region from
+        assert bool(t.user_attrs.get("over_budget")) == (kb > 1.5)
+        assert runs[t.user_attrs["mlflow_run_id"]].data.metrics["kb"] == kb
+    assert any(t.user_attrs.get("over_budget") for t in study.trials)
+
+
+def test_bad_precision_is_a_one_line_error(stores, tiny_data):
+    res = run_search(stores, tiny_data, "--trials", "1", "--precision", "int4")
+    assert res.exit_code == 2 and "Invalid value for '--precision': 'int4' is not one of" in res.output
+    assert "Traceback" not in res.output

@@ -14,7 +14,7 @@ from sceneclf.data.prepare import DataConfig, PreparedData, check_trainable, def
 from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError
 from sceneclf.model.augment import AugmentConfig
-from sceneclf.model.budget import Budget, count_params, summarize
+from sceneclf.model.budget import Budget, Cost, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
@@ -40,6 +40,18 @@ def load_data(cfg: DataConfig, cache_dir: Path | None, skip_bad: bool, echo: Ech
         echo(f"warning: skipped {len(prepared.skipped)} unreadable file(s); first: {prepared.skipped[0]}")
     check_trainable(prepared)
     return prepared
+
+
+def describe_budget(budget: Budget) -> str:
+    """The budget's limits in words, e.g. '128,000 parameters, 128 kB at int8'."""
+    parts = [f"{budget.max_params:,} parameters"]
+    if budget.max_kb is not None:
+        parts.append(f"{budget.max_kb:g} kB at {budget.precision}")
+    if budget.max_macs_per_second is not None:
+        parts.append(f"{budget.max_macs_per_second:,.0f} MACs per second of audio")
+    if budget.max_macs is not None:
+        parts.append(f"{budget.max_macs:,} MACs per clip")
+    return ", ".join(parts)
 
 
 def reference_for(prepared: PreparedData, seed: int, echo: Echo) -> Reference:
@@ -90,11 +102,11 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
     budget = Budget(max_params=req.max_params)
     # Before any data is read, the smallest head (2 classes): a model over budget even so is refused.
     smallest = ModelConfig(n_classes=2, widths=req.widths, kernel_size=req.kernel_size, dropout=req.dropout)
-    budget.check(count_params(smallest), None)
+    budget.check(Cost(count_params(smallest), 0, 1.0))
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo, features=features)
     model_cfg = replace(smallest, n_classes=len(prepared.classes))
     reference = reference_for(prepared, req.seed, echo)
-    budget.check(count_params(model_cfg), None)
+    budget.check(Cost(count_params(model_cfg), 0, 1.0))
     echo(summarize(model_cfg, (features.n_mels, prepared.frames)).format())
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
@@ -131,6 +143,9 @@ class SearchRequest:
     tracking_uri: str | None
     space: str
     max_params: int | None
+    max_kb: float | None
+    max_macs_per_second: float | None
+    precision: str | None
     sampler: str
     pruner: str
     epochs: int | None
@@ -224,8 +239,9 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
 
 def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     space = load_space(req.space)
-    if req.max_params is not None:
-        space = replace(space, budget=replace(space.budget, max_params=req.max_params))
+    overrides = {"max_params": req.max_params, "max_kb": req.max_kb,
+                 "max_macs_per_second": req.max_macs_per_second, "precision": req.precision}
+    space = replace(space, budget=replace(space.budget, **{k: v for k, v in overrides.items() if v is not None}))
     settings = search_settings(req)
     if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
         from sceneclf.tracking.tracker import MlflowTracker
@@ -234,8 +250,7 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo)
     reference = reference_for(prepared, req.seed, echo)
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
-         f"budget {space.budget.max_params:,} parameters"
-         + (f", {space.budget.max_macs:,} MACs" if space.budget.max_macs else ""))
+         f"budget {describe_budget(space.budget)}")
     threads = split_threads(req.jobs)
     outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress,
                          jobs=req.jobs, worker_command=worker_command(req, settings, threads),

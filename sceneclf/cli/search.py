@@ -6,6 +6,7 @@ import click
 
 from sceneclf.cli.group import cli
 from sceneclf.cli.options import data_options, device_option, study_options
+from sceneclf.model import PRECISIONS
 from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
 
 
@@ -22,6 +23,12 @@ from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
               help="Search-space TOML file, or a packaged space name (default, dcase-low-complexity).")
 @click.option("--max-params", type=click.IntRange(1), default=None,
               help="Parameter budget (overrides the space's [budget]; default 128000).")
+@click.option("--max-kb", type=click.FloatRange(0, min_open=True), default=None,
+              help="Parameter memory budget in kB (1000 bytes) at --precision (overrides the space's).")
+@click.option("--max-macs-per-second", type=click.FloatRange(0, min_open=True), default=None,
+              help="MACs of one forward pass per second of audio (overrides the space's).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Precision the model ships in, for --max-kb [default: the space's, else fp32].")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS),
               default=DEFAULT_PRUNER, show_default=True,
@@ -36,7 +43,7 @@ from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
 def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, storage, tracking_uri,
-           space, max_params, sampler, pruner, epochs, seed, device, jobs, no_progress, no_mlflow) -> None:
+           space, max_params, max_kb, max_macs_per_second, precision, sampler, pruner, epochs, seed, device, jobs, no_progress, no_mlflow) -> None:
     """Search CNNs under the budget with Optuna; track every trial in MLflow.
 
     Running the same command again resumes the same study.
@@ -48,7 +55,8 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
     req = commands.SearchRequest(
         trials=trials, timeout=timeout, data=commands.data_config(data, layout, fold), skip_bad=skip_bad,
         cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
-        max_params=max_params, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
+        max_params=max_params, max_kb=max_kb, max_macs_per_second=max_macs_per_second, precision=precision,
+        sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
         progress=not no_progress, mlflow=not no_mlflow, jobs=jobs)
     outcome = commands.search_command(req, echo=click.echo)
     if outcome.stopped_because:  # every recent trial failed: said why; scripts must notice

@@ -8,30 +8,87 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sceneclf.errors import BudgetError
+from sceneclf.errors import BudgetError, ConfigError
+from sceneclf.model import PRECISIONS
 from sceneclf.model.cnn import ModelConfig, SceneClassifier, SceneCNN
 from sceneclf.model.frontend import FeatureConfig
 
 
+PRECISION_BYTES = dict(zip(PRECISIONS, (4, 2, 1)))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one model costs: parameters, MACs of one forward pass over `seconds` of audio, and the
+    precision it ships in (DCASE counts 1 kB as 1000 bytes)."""
+
+    n_params: int
+    macs: int
+    seconds: float
+    precision: str = "fp32"
+
+    @property
+    def kb(self) -> float:
+        return self.n_params * PRECISION_BYTES[self.precision] / 1000
+
+    @property
+    def macs_per_second(self) -> float:
+        return self.macs / self.seconds
+
+
 @dataclass(frozen=True)
 class Budget:
+    """Limits a model must fit, each optional but `max_params`: parameters, parameter memory in kB
+    at `precision`, MACs per second of audio, and (older spaces) MACs per clip."""
+
     max_params: int = 128_000
     max_macs: int | None = None  # per clip, forward pass
+    max_kb: float | None = None
+    max_macs_per_second: float | None = None
+    precision: str = "fp32"
 
-    def violations(self, n_params: int, macs: int | None) -> list[float]:
-        """Optuna-style constraint values: <= 0 is feasible."""
-        out = [float(n_params - self.max_params)]
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISION_BYTES:
+            raise ConfigError(f"precision {self.precision!r}: use one of {', '.join(PRECISION_BYTES)}")
+        for name in ("max_params", "max_macs", "max_kb", "max_macs_per_second"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"budget {name} {value}: must be positive")
+
+    def limits(self, cost: Cost) -> dict[str, tuple[float, float]]:
+        """(value, limit) of every limit set, by constraint name."""
+        out = {"params": (cost.n_params, self.max_params)}
+        if self.max_kb is not None:
+            out["kb"] = (cost.kb, self.max_kb)
+        if self.max_macs_per_second is not None:
+            out["macs_per_second"] = (cost.macs_per_second, self.max_macs_per_second)
         if self.max_macs is not None:
-            out.append(float((macs or 0) - self.max_macs))
+            out["macs"] = (cost.macs, self.max_macs)
         return out
 
-    def check(self, n_params: int, macs: int | None) -> None:
-        if n_params > self.max_params:
-            raise BudgetError(
-                f"model has {n_params:,} parameters, over the budget of {self.max_params:,} (--max-params)"
-            )
-        if self.max_macs is not None and macs is not None and macs > self.max_macs:
-            raise BudgetError(f"model needs {macs:,} MACs per clip, over the limit of {self.max_macs:,}")
+    def violations(self, cost: Cost) -> dict[str, float]:
+        """Optuna-style constraint values by name: <= 0 is feasible."""
+        return {name: float(value - limit) for name, (value, limit) in self.limits(cost).items()}
+
+    def over(self, cost: Cost) -> list[str]:
+        """One phrase per limit `cost` exceeds, with both numbers."""
+        phrases = {
+            "params": lambda v, lim: f"{v:,} parameters, over the budget of {lim:,} (--max-params)",
+            "kb": lambda v, lim: (f"{v:,.1f} kB of parameters at {self.precision}, over the budget of "
+                                  f"{lim:,g} kB (--max-kb)"),
+            "macs_per_second": lambda v, lim: (f"{v:,.0f} MACs per second of audio, over the limit of "
+                                               f"{lim:,.0f} (--max-macs-per-second)"),
+            "macs": lambda v, lim: f"{v:,} MACs per clip, over the limit of {lim:,}",
+        }
+        return [phrases[name](value, limit) for name, (value, limit) in self.limits(cost).items() if value > limit]
+
+    def check(self, cost: Cost) -> None:
+        over = self.over(cost)
+        if over:
+            raise BudgetError(f"model has {'; '.join(over)}")
+
+    def needs_macs(self) -> bool:
+        return self.max_macs is not None or self.max_macs_per_second is not None
 
 
 def count_params(cfg: ModelConfig) -> int:
@@ -122,9 +179,15 @@ def summarize(cfg: ModelConfig, input_shape: tuple[int, int]) -> ModelSummary:
     return summary
 
 
+def model_cost(features: FeatureConfig, model: ModelConfig, frames: int, precision: str = "fp32",
+               count: bool = True) -> Cost:
+    """The cost of SceneCNN(model) on `frames` frames of `features`; MACs only when `count`."""
+    macs = count_macs(model, (features.n_mels, frames)) if count else 0
+    seconds = frames * features.hop_length / features.sample_rate
+    return Cost(count_params(model), macs, seconds, precision)
+
+
 def build(features: FeatureConfig, model: ModelConfig, budget: Budget, frames: int) -> SceneClassifier:
     """Check the budget from the configs alone, then build."""
-    n_params = count_params(model)
-    macs = count_macs(model, (features.n_mels, frames)) if budget.max_macs is not None else None
-    budget.check(n_params, macs)
+    budget.check(model_cost(features, model, frames, budget.precision, count=budget.needs_macs()))
     return SceneClassifier(features, model)

@@ -42,7 +42,10 @@ def study_settings(study: optuna.Study, storage_url: str) -> dict:
         settings.update({
             "search space": record.space_name,
             "parameter budget": record.budget.max_params,
-            "MAC budget": record.budget.max_macs,
+            "MAC budget (per clip)": record.budget.max_macs,
+            "memory budget (kB)": (f"{record.budget.max_kb:g} at {record.budget.precision}"
+                                   if record.budget.max_kb is not None else None),
+            "MACs per second budget": record.budget.max_macs_per_second,
             "epochs per trial": record.epochs,
             "sampler": record.sampler,
             "pruner": record.pruner,

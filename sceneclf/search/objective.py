@@ -16,7 +16,7 @@ import optuna
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import PreparedData
 from sceneclf.errors import first_line
-from sceneclf.model.budget import Budget, count_params, summarize
+from sceneclf.model.budget import Budget, Cost, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.search.record import TrialAttr
 from sceneclf.search.recovery import pending_path, promote_pending, worker_id
@@ -64,18 +64,22 @@ class Objective:
         if self.epochs is not None:
             cfgs = replace(cfgs, train=replace(cfgs.train, epochs=self.epochs))
         summary = summarize(cfgs.model, (cfgs.features.n_mels, self.data.frames))
-        n_params, macs = count_params(cfgs.model), summary.macs
-        violations = self.budget.violations(n_params, macs)
-        for key, value in zip(("params", "macs"), violations):
+        cost = Cost(count_params(cfgs.model), summary.macs,
+                    self.data.frames * cfgs.features.hop_length / cfgs.features.sample_rate, self.budget.precision)
+        violations = self.budget.violations(cost)
+        for key, value in violations.items():
             trial.set_constraint(key, value)
-        trial.set_user_attr(TrialAttr.N_PARAMS, n_params)
-        trial.set_user_attr(TrialAttr.MACS, macs)
+        sizes = {TrialAttr.N_PARAMS: cost.n_params, TrialAttr.MACS: cost.macs, TrialAttr.KB: cost.kb,
+                 TrialAttr.MACS_PER_SECOND: cost.macs_per_second}
+        for key, value in sizes.items():
+            trial.set_user_attr(key, value)
         trial.set_user_attr(TrialAttr.WIDTHS, list(cfgs.model.widths))
         trial.set_user_attr(TrialAttr.WORKER, worker_id())
-        run_id = self._start_run(trial, cfgs, n_params, macs)
-        if max(violations) > 0:
-            reason = (f"over budget: {n_params:,} parameters (max {self.budget.max_params:,})"
-                      + (f", {macs:,} MACs (max {self.budget.max_macs:,})" if self.budget.max_macs else ""))
+        run_id = self._start_run(trial, cfgs, sizes)
+        if max(violations.values()) > 0:
+            reason = "over budget: " + ", ".join(
+                f"{_amount(name, value)} (max {_amount(name, limit)})"
+                for name, (value, limit) in self.budget.limits(cost).items())
             trial.set_user_attr(TrialAttr.OVER_BUDGET, True)
             trial.set_user_attr(TrialAttr.REASON, reason)
             self.tracker.end_trial(run_id, "OVER_BUDGET", reason)
@@ -107,9 +111,9 @@ class Objective:
         self._finish(trial, run_id, cfgs, model.cpu(), result)
         return value
 
-    def _start_run(self, trial: optuna.Trial, cfgs: TrialConfigs, n_params: int, macs: int) -> str | None:
+    def _start_run(self, trial: optuna.Trial, cfgs: TrialConfigs, sizes: dict[str, float]) -> str | None:
         run_id = self.tracker.start_trial(self.parent_run_id, self.study_name, trial.number,
-                                          cfgs.flat(), {"n_params": n_params, "macs": macs})
+                                          {**cfgs.flat(), "precision": self.budget.precision}, sizes)
         if run_id is not None:
             trial.set_user_attr(TrialAttr.RUN_ID, run_id)
         return run_id
@@ -134,3 +138,9 @@ class Objective:
     @property
     def best_path(self) -> Path:
         return self.checkpoint_dir / "best.pt"
+
+
+def _amount(name: str, value: float) -> str:
+    """A budget quantity with its unit, as the over-budget reason says it."""
+    return {"params": f"{value:,.0f} parameters", "kb": f"{value:,.1f} kB", "macs": f"{value:,.0f} MACs",
+            "macs_per_second": f"{value:,.0f} MACs/s"}[name]

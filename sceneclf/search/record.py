@@ -32,6 +32,8 @@ class TrialAttr:
 
     N_PARAMS = "n_params"
     MACS = "macs"
+    KB = "kb"  # parameter memory at the budget's precision
+    MACS_PER_SECOND = "macs_per_second"
     WIDTHS = "widths"
     WORKER = "worker"
     RUN_ID = "mlflow_run_id"

@@ -2,7 +2,8 @@
 
 A space file has three tables:
 
-    [budget]                      # optional: max_params (default 128000), max_macs
+    [budget]                      # optional: max_params (default 128000), max_kb, precision
+                                  # (fp32, fp16, int8), max_macs_per_second, max_macs (per clip)
     [train]                       # optional fixed settings: epochs, early_stop
     [params.NAME]                 # one per tuned parameter
     type = "float" | "int" | "categorical"
@@ -55,7 +56,7 @@ KNOWN_PARAMS = {
 AUGMENT_PARAMS = {"mixstyle_p": float, "mixstyle_alpha": float, "mixup_alpha": float, "freq_masks": int,
                   "freq_width": int, "time_masks": int, "time_width": int, "time_shift": int}
 KNOWN_TRAIN = {"epochs", "early_stop", "plateau_patience", "plateau_factor"}
-KNOWN_BUDGET = {"max_params", "max_macs"}
+KNOWN_BUDGET = {"max_params", "max_macs", "max_kb", "max_macs_per_second", "precision"}
 TYPES = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
          "categorical": {"choices"}}
 
@@ -153,9 +154,13 @@ def parse_space(text: str, name: str = "<space>") -> SearchSpace:
     budget_doc = doc.get("budget", {})
     for key in budget_doc:
         if key not in KNOWN_BUDGET:
-            raise ConfigError(f"{name}: unknown key budget.{key} (known: max_params, max_macs)")
+            raise ConfigError(f"{name}: unknown key budget.{key} (known: {', '.join(sorted(KNOWN_BUDGET))})")
     budget = Budget(max_params=int(budget_doc.get("max_params", Budget.max_params)),
-                    max_macs=int(budget_doc["max_macs"]) if "max_macs" in budget_doc else None)
+                    max_macs=int(budget_doc["max_macs"]) if "max_macs" in budget_doc else None,
+                    max_kb=float(budget_doc["max_kb"]) if "max_kb" in budget_doc else None,
+                    max_macs_per_second=(float(budget_doc["max_macs_per_second"])
+                                         if "max_macs_per_second" in budget_doc else None),
+                    precision=str(budget_doc.get("precision", Budget.precision)))
     return SearchSpace(name, params, budget, dict(train), text)
 
 

@@ -293,13 +293,15 @@ class _progress_bar:
 
 
 def top_trials_table(study: optuna.Study, n: int = 10) -> str:
-    """Top trials by validation accuracy (last reported value for pruned ones)."""
-    head = f"{'trial':>5} {'val_acc':>7} {'params':>8} {'MACs':>11} {'lr':>9} {'widths':<16} {'noise':>5}  state"
+    """Top trials by validation accuracy (last reported value for pruned ones), with their cost."""
+    head = (f"{'trial':>5} {'val_acc':>7} {'params':>8} {'kB':>7} {'MACs':>11} {'lr':>9} {'widths':<16} "
+            f"{'noise':>5}  state")
     lines = [head, "-" * len(head)]
     for t in top_trials(study, n):
         attrs = t.user_attrs
         lines.append(
             f"{t.number:>5} {trial_value(t):>7.3f} {attrs.get(TrialAttr.N_PARAMS, 0):>8,} "
+            f"{attrs.get(TrialAttr.KB, float('nan')):>7.1f} "
             f"{attrs.get(TrialAttr.MACS, 0):>11,} {t.params.get('lr', float('nan')):>9.2e} "
             f"{','.join(map(str, attrs.get(TrialAttr.WIDTHS, []))):<16} "
             f"{t.params.get('noise', float('nan')):>5.2f}  {trial_state(t).lower()}")
