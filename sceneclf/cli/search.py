@@ -50,15 +50,15 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
 
     Example: sceneclf search --trials 50 --sampler tpe --pruner median
     """
-    from sceneclf.cli import actions as commands
+    from sceneclf.cli import actions
 
-    req = commands.SearchRequest(
-        trials=trials, timeout=timeout, data=commands.data_config(data, layout, fold), skip_bad=skip_bad,
+    req = actions.SearchRequest(
+        trials=trials, timeout=timeout, data=actions.data_config(data, layout, fold), skip_bad=skip_bad,
         cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
         max_params=max_params, max_kb=max_kb, max_macs_per_second=max_macs_per_second, precision=precision,
         sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
         progress=not no_progress, mlflow=not no_mlflow, jobs=jobs)
-    outcome = commands.search_command(req, echo=click.echo)
+    outcome = actions.search_command(req, echo=click.echo)
     if outcome.stopped_because:  # every recent trial failed: said why; scripts must notice
         click.get_current_context().exit(1)
 
@@ -85,13 +85,13 @@ def worker(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir
 
     Example: sceneclf worker --study sceneclf --storage postgresql://user@db/optuna --tracking-uri http://mlflow:5000
     """
-    from sceneclf.cli import actions as commands
+    from sceneclf.cli import actions
 
-    req = commands.WorkerRequest(
+    req = actions.WorkerRequest(
         study=study, storage=storage, tracking_uri=tracking_uri,
-        data=commands.data_config(data, layout, fold) if data is not None else None,
+        data=actions.data_config(data, layout, fold) if data is not None else None,
         cache_dir=cache_dir, skip_bad=skip_bad, trials=trials, timeout=timeout, threads=threads,
         seed=seed, device=device, progress=not no_progress, mlflow=not no_mlflow, worker_index=worker_index)
-    outcome = commands.worker_command_run(req, echo=click.echo)
+    outcome = actions.worker_command_run(req, echo=click.echo)
     if outcome.stopped_because:
         click.get_current_context().exit(1)

@@ -54,14 +54,14 @@ def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, drop
 
     Example: sceneclf train --widths 16,32,64 --lr 3e-3 --epochs 40 --mixstyle-p 0.5 --out model.pt
     """
-    from sceneclf.cli import actions as commands
+    from sceneclf.cli import actions
 
-    run = commands.TrainRequest(
-        data=commands.data_config(data, layout, fold), cache_dir=cache_dir, skip_bad=skip_bad,
+    run = actions.TrainRequest(
+        data=actions.data_config(data, layout, fold), cache_dir=cache_dir, skip_bad=skip_bad,
         lr=lr, widths=widths, kernel_size=int(kernel_size), dropout=dropout, noise=noise,
         epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, max_params=max_params,
         seed=seed, device=device, out=out, augment=augment)
-    commands.train_command(run, echo=click.echo)
+    actions.train_command(run, echo=click.echo)
 
 
 @cli.command("retrain-best")
@@ -79,10 +79,10 @@ def retrain_best(study, storage, tracking_uri, data, layout, fold, skip_bad, cac
 
     Example: sceneclf retrain-best --study sceneclf --out model.pt
     """
-    from sceneclf.cli import actions as commands
+    from sceneclf.cli import actions
 
-    req = commands.RetrainRequest(
+    req = actions.RetrainRequest(
         study=study, storage=storage, tracking_uri=tracking_uri,
-        data=commands.data_config(data, layout, fold) if data is not None else None,
+        data=actions.data_config(data, layout, fold) if data is not None else None,
         cache_dir=cache_dir, skip_bad=skip_bad, epochs=epochs, seed=seed, device=device, out=out)
-    commands.retrain_command(req, echo=click.echo)
+    actions.retrain_command(req, echo=click.echo)
