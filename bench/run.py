@@ -67,8 +67,9 @@ def replace_section(path: Path, name: str, section: str) -> None:
     if name in names:
         blocks[names.index(name)] = section
     else:
-        earlier = [i for i, n in enumerate(names) if n in BENCHMARKS[:BENCHMARKS.index(name)]]
-        blocks.insert(earlier[-1] + 1 if earlier else 0, section)
+        before = BENCHMARKS[:BENCHMARKS.index(name)] if name in BENCHMARKS else names  # others go last
+        earlier = [i for i, n in enumerate(names) if n in before]
+        blocks.insert(earlier[-1] + 1 if earlier else len(blocks), section)
     text = head.rstrip() + "\n\n" + "".join(b.rstrip() + "\n\n" for b in blocks)
     path.write_text(re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n")
 
