@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import git_state, machine  # noqa: E402
-from bench.run import RESULTS, marker, replace_section  # noqa: E402
+from bench.common import git_state, machine
+from bench.run import RESULTS, marker, replace_section
 
 
 class Utilisation:
@@ -38,7 +38,7 @@ class Utilisation:
         while not self._stop.is_set():
             try:
                 out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=5).stdout
+                                     check=False, capture_output=True, text=True, timeout=5).stdout
                 self.samples.append(float(out.split()[0]))
             except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
                 pass
@@ -107,8 +107,8 @@ def main() -> int:
 
     gpu = torch.cuda.get_device_name(0) if "cuda" in results else "no GPU found: CPU only"
     lines = [f"## GPU path: {args.trials} trials of {args.epochs} epochs, CPU against CUDA {marker('gpu')}", "",
-             f"- Run: {started:%Y-%m-%d %H:%M %Z} · `python bench/gpu.py --trials {args.trials} --epochs "
-             f"{args.epochs}` · git {git_state()}",
+             (f"- Run: {started:%Y-%m-%d %H:%M %Z} · `python bench/gpu.py --trials {args.trials} --epochs "
+              f"{args.epochs}` · git {git_state()}"),
              f"- Machine: {machine()}; GPU: {gpu}", "",
              "| device | wall | trials/hour | epochs/s | peak GPU memory of a trial | GPU utilisation | best val |",
              "|---|---|---|---|---|---|---|"]
