@@ -22,6 +22,7 @@ from sceneclf.search.record import StudyAttr
 from sceneclf.search.space import load_space
 from sceneclf.search.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
 from sceneclf.tasks.reference import Reference, fit_reference
+from sceneclf.tracking.tracker import open_tracker
 from sceneclf.train import TrainConfig, pick_device, score, train_model
 
 
@@ -225,10 +226,7 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
         study=req.study, storage=req.storage or DEFAULT_STORAGE,
         tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
         seed=req.seed + 1000 * req.worker_index, device=str(device))
-    if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
-        from sceneclf.tracking.tracker import MlflowTracker
-
-        MlflowTracker(settings.tracking_uri, settings.study)
+    open_tracker(settings.tracking_uri, settings.study)  # fails fast on an unusable MLflow store
     outcome = join_study(settings, lambda cfg: load_data(cfg, req.cache_dir, req.skip_bad, echo),
                          req.trials, req.timeout, echo, progress=req.progress, data=req.data)
     if outcome.stopped_because:
@@ -243,10 +241,7 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
                  "max_macs_per_second": req.max_macs_per_second, "precision": req.precision}
     space = replace(space, budget=replace(space.budget, **{k: v for k, v in overrides.items() if v is not None}))
     settings = search_settings(req)
-    if settings.tracking_uri:  # fail fast on an unusable MLflow store, before any data or trial
-        from sceneclf.tracking.tracker import MlflowTracker
-
-        MlflowTracker(settings.tracking_uri, settings.study)
+    open_tracker(settings.tracking_uri, settings.study)  # fails fast on an unusable MLflow store
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo)
     reference = reference_for(prepared, req.seed, echo)
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
