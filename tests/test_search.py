@@ -154,7 +154,11 @@ def test_other_space_under_same_study_is_refused(stores, tiny_data):
 
 
 def test_retrain_best_registers_a_loadable_model(stores, tiny_data, tmp_path):
-    assert run_search(stores, tiny_data, "--trials", "3", "--epochs", "2").exit_code == 0
+    from conftest import TINY_SPACE
+
+    extra = '[params.batch_size]\ntype = "categorical"\nchoices = [16, 32]\n[params.noise]\ntype = "float"\nlow = 0.0\nhigh = 0.2\n'
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE + extra)  # every trial fits and completes
+    assert run_search(stores, tiny_data, "--trials", "3", "--epochs", "2", "--space", "tiny.toml").exit_code == 0
     study = optuna.load_study(study_name="t", storage=stores["storage"])
     best = study.best_trial
     out = tmp_path / "final.pt"

@@ -29,7 +29,7 @@ def test_fixed_trial_turns_into_configs():
     assert cfgs.model.kernel_size == 5 and cfgs.model.dropout == 0.2
     assert cfgs.features.noise == 0.1
     assert (cfgs.train.lr, cfgs.train.batch_size, cfgs.train.seed) == (1e-3, 32, 7)
-    assert cfgs.train.epochs == 20 and cfgs.train.early_stop == 6  # from the space's [train]
+    assert cfgs.train.epochs == 24 and cfgs.train.early_stop == 6  # from the space's [train]
     assert (cfgs.augment.mixstyle_p, cfgs.augment.mixup_alpha) == (0.7, 0.2)
     assert (cfgs.augment.freq_masks, cfgs.augment.time_masks, cfgs.augment.time_shift) == (1, 2, 20)
     assert cfgs.augment.mixstyle_alpha == AugmentConfig().mixstyle_alpha  # not tuned: the default

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from sceneclf.atomic import sweep_stale
@@ -121,8 +122,14 @@ class Stop(optuna.study.MaxTrialsCallback):
 
 
 def committed(study: optuna.Study) -> int:
-    """Trials finished or pruned, plus those running now (in any worker)."""
-    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+    """Trials finished or pruned, plus those running now: in any worker where heartbeats tell a
+    dead machine's trial, else only on this machine (whose dead processes' trials are recovered)."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    if not is_heartbeat_enabled(study._storage):
+        host = socket.gethostname()
+        trials = [t for t in trials if t.state != TrialState.RUNNING
+                  or str(t.user_attrs.get(TrialAttr.WORKER, "")).rpartition(":")[0] == host]
+    return len(trials)
 
 
 @dataclass
@@ -207,8 +214,7 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
             else:  # other workers' trials may yet fail: wait and see whether the target is met
                 time.sleep(WAIT_SECONDS)
                 recover_dead_trials(study, tracker)  # a dead local worker's trial goes back to the queue
-                if isinstance(study._storage, RDBStorage):
-                    optuna.storages.fail_stale_trials(study)  # and a dead machine's, by its heartbeat
+                optuna.storages.fail_stale_trials(study)  # and a dead machine's, by its heartbeat
     except KeyboardInterrupt:
         echo("\ninterrupted: the running trial is marked failed and its run closed; "
              "run the same command again to go on")
