@@ -51,3 +51,11 @@ def test_top_trials_puts_complete_before_pruned_then_by_value():
             study.tell(t, state=optuna.trial.TrialState.PRUNED)
     assert [t.number for t in top_trials(study)] == [2, 0, 1, 3]
     assert [round(trial_value(t), 2) for t in top_trials(study, 3)] == [0.7, 0.5, 0.9]
+
+
+def test_a_search_names_its_objective(tmp_path):
+    from sceneclf.search.study import SearchSettings, open_study
+
+    settings = SearchSettings(study="named", storage=f"sqlite:///{tmp_path}/s.db")
+    open_study(settings, 0, 2)
+    assert optuna.load_study(study_name="named", storage=settings.storage).metric_names == ["val_accuracy"]

@@ -43,6 +43,7 @@ from sceneclf.search.space import SearchSpace, parse_space
 from sceneclf.search.storage import make_pruner, make_sampler, open_storage
 from sceneclf.tracking.tracker import Tracker, open_tracker
 
+METRIC_NAMES = ("val_accuracy",)
 WAIT_SECONDS = 2.0  # how often a worker whose target is committed checks on the others' trials
 
 
@@ -70,9 +71,12 @@ def open_study(settings: SearchSettings, sampler_seed: int, epochs: int) -> optu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=settings.study, storage=storage, direction="maximize", load_if_exists=True,
             sampler=make_sampler(settings.sampler, sampler_seed), pruner=make_pruner(settings.pruner, epochs))
+        if study.metric_names is None:  # optuna-dashboard and optuna.visualization label the axis with it
+            study.set_metric_names(list(METRIC_NAMES))
+        return study
     except ConfigError:
         raise
     except Exception as exc:
