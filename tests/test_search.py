@@ -259,3 +259,25 @@ def test_bad_precision_is_a_one_line_error(stores, tiny_data):
     res = run_search(stores, tiny_data, "--trials", "1", "--precision", "int4")
     assert res.exit_code == 2 and "Invalid value for '--precision': 'int4' is not one of" in res.output
     assert "Traceback" not in res.output
+
+
+def test_retrain_best_picks_a_trial_by_number_or_by_kb(retrained_study, tmp_path):
+    """--trial N retrains trial N; --max-kb picks the most accurate complete trial that fits; a trial
+    that is not complete, or a limit nothing fits, is a one-line error."""
+    study = optuna.load_study(study_name="t", storage=retrained_study["storage"])
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    common = ["retrain-best", "--study", "t", "--storage", retrained_study["storage"], "--tracking-uri",
+              f"sqlite:///{tmp_path}/mlflow.db", "--device", "cpu", "--epochs", "1"]
+    smallest = min(done, key=lambda t: t.user_attrs["kb"])
+    res = CliRunner().invoke(cli, [*common, "--trial", str(smallest.number), "--out", str(tmp_path / "a.pt")])
+    assert res.exit_code == 0, res.output
+    assert list(load_checkpoint(tmp_path / "a.pt").model_cfg.widths) == smallest.user_attrs["widths"]
+    limit = smallest.user_attrs["kb"]
+    expected = max((t for t in done if t.user_attrs["kb"] <= limit), key=lambda t: t.value)
+    res = CliRunner().invoke(cli, [*common, "--max-kb", str(limit), "--out", str(tmp_path / "b.pt")])
+    assert res.exit_code == 0, res.output
+    assert f"trial {expected.number}: val_accuracy" in res.output
+    res = CliRunner().invoke(cli, [*common, "--max-kb", str(limit / 2), "--out", str(tmp_path / "c.pt")])
+    assert res.exit_code == 2 and f"--max-kb {limit / 2:g}: no complete trial of study 't' fits" in res.output
+    res = CliRunner().invoke(cli, [*common, "--trial", "999", "--out", str(tmp_path / "d.pt")])
+    assert res.exit_code == 2 and "--trial 999: not a complete trial within the budget" in res.output

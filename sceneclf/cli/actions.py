@@ -279,6 +279,8 @@ class RetrainRequest:
     seed: int
     device: str
     out: Path
+    trial: int | None = None
+    max_kb: float | None = None
     mlflow: bool = True
 
 
@@ -295,8 +297,9 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     data_cfg = req.data or retrain.stored_data_config(study)
     tracking_uri = (req.tracking_uri or default_tracking_uri()) if req.mlflow else None
     prepared = load_data(data_cfg, req.cache_dir, req.skip_bad, echo)
-    best = retrain.best_trial_configs(study, len(prepared.classes), seed=req.seed)
-    echo(f"best trial {best.trial.number}: val_accuracy {best.trial.value:.3f}; params {best.trial.params}")
+    best = retrain.best_trial_configs(study, len(prepared.classes), seed=req.seed, number=req.trial,
+                                      max_kb=req.max_kb)
+    echo(f"trial {best.trial.number}: val_accuracy {best.trial.value:.3f}; params {best.trial.params}")
     echo(summarize(best.configs.model, (best.configs.features.n_mels, prepared.frames)).format())
     ckpt, history = retrain.retrain(best, prepared, req.epochs, req.seed, str(pick_device(req.device)), echo)
     save_checkpoint(req.out, ckpt)

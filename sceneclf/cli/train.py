@@ -69,20 +69,26 @@ def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, drop
 @data_options
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="Epochs (default: the best trial's best epoch).")
+@click.option("--trial", "trial_number", type=click.IntRange(0), default=None,
+              help="Retrain this trial instead of the best one.")
+@click.option("--max-kb", type=click.FloatRange(0, min_open=True), default=None,
+              help="Retrain the most accurate trial within this many kB of parameters (at the study's precision).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.pt"),
               show_default=True, help="Checkpoint file of the final model.")
-def retrain_best(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir, epochs, seed,
-                 device, out) -> None:
-    """Retrain the best trial on train + validation data, test it, register it in MLflow.
+def retrain_best(study, storage, tracking_uri, data, layout, fold, skip_bad, cache_dir, epochs, trial_number,
+                 max_kb, seed, device, out) -> None:
+    """Retrain the best trial (or --trial N, or the best within --max-kb) on train + validation
+    data, test it, register it in MLflow.
 
-    Example: sceneclf retrain-best --study sceneclf --out model.pt
+    Example: sceneclf retrain-best --study sceneclf --max-kb 64 --out model.pt
     """
     from sceneclf.cli import actions
 
     req = actions.RetrainRequest(
         study=study, storage=storage, tracking_uri=tracking_uri,
         data=actions.data_config(data, layout, fold) if data is not None else None,
-        cache_dir=cache_dir, skip_bad=skip_bad, epochs=epochs, seed=seed, device=device, out=out)
+        cache_dir=cache_dir, skip_bad=skip_bad, epochs=epochs, seed=seed, device=device, out=out,
+        trial=trial_number, max_kb=max_kb)
     actions.retrain_command(req, echo=click.echo)

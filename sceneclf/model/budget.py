@@ -13,7 +13,6 @@ from sceneclf.model import PRECISIONS
 from sceneclf.model.cnn import ModelConfig, SceneClassifier, SceneCNN
 from sceneclf.model.frontend import FeatureConfig
 
-
 PRECISION_BYTES = dict(zip(PRECISIONS, (4, 2, 1)))
 
 

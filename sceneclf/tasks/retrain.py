@@ -3,6 +3,7 @@ evaluated on the held-out test split, logged and registered in MLflow as `scenec
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import optuna
@@ -31,12 +32,35 @@ def stored_data_config(study: optuna.Study) -> DataConfig:
     return StudyRecord.require(study).data
 
 
-def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0) -> BestTrial:
-    """The best feasible trial's configs, rebuilt from the space stored with the study."""
+def choose_trial(study: optuna.Study, number: int | None = None, max_kb: float | None = None) -> optuna.trial.FrozenTrial:
+    """Trial `number`, or the most accurate complete trial within `max_kb` of parameter memory
+    (at the study's precision), or the best feasible trial."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+            and not t.user_attrs.get(TrialAttr.OVER_BUDGET)]
+    if number is not None:
+        chosen = [t for t in done if t.number == number]
+        if not chosen:
+            raise ConfigError(f"--trial {number}: not a complete trial within the budget of study "
+                              f"{study.study_name!r} (those are: {', '.join(str(t.number) for t in done) or 'none'})")
+        return chosen[0]
+    if max_kb is not None:
+        fits = [t for t in done if t.user_attrs.get(TrialAttr.KB, math.inf) <= max_kb]
+        if not fits:
+            smallest = min((t.user_attrs.get(TrialAttr.KB, math.inf) for t in done), default=math.inf)
+            raise ConfigError(f"--max-kb {max_kb:g}: no complete trial of study {study.study_name!r} fits "
+                              f"(the smallest takes {smallest:,.1f} kB)")
+        return max(fits, key=lambda t: t.value)
     best = best_feasible(study)
     if best is None:
         raise ConfigError(f"study {study.study_name!r} has no finished trial within the budget yet; "
                           "run `sceneclf search` first")
+    return best
+
+
+def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0, number: int | None = None,
+                       max_kb: float | None = None) -> BestTrial:
+    """The chosen trial's configs (`choose_trial`), rebuilt from the space stored with the study."""
+    best = choose_trial(study, number, max_kb)
     record = StudyRecord.require(study)
     space = parse_space(record.space_text, record.space_name)
     configs = sample(optuna.trial.FixedTrial(best.params), space, n_classes, seed=seed)

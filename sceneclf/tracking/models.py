@@ -13,8 +13,8 @@ import contextlib
 import io
 import re
 import tempfile
-import warnings
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
