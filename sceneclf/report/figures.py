@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,7 +55,9 @@ def study_figures(study: optuna.Study, max_params: int | None = None) -> dict[st
         if name == "param_importances" and len(done) < 2:
             continue
         try:
-            figures[name] = make()
+            with warnings.catch_warnings():  # Optuna warns when it has too few trials to say much
+                warnings.simplefilter("ignore", UserWarning)
+                figures[name] = make()
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
         if reference is not None and name in ("optimization_history", "accuracy_vs_params"):
