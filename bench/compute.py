@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Context, Section, Timer, fmt_s, median
-from sceneclf.data.melset import batches
+from sceneclf.data.melset import batches, clip_windows
 from sceneclf.model.budget import count_params
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
@@ -142,7 +142,7 @@ def eval_pass(model: SceneClassifier, data, mode: str) -> float:
         else:
             model.eval()
             with grad_mode():
-                outs = [model.forward_mel(x) for x, _ in batches(val, 128, data.frames, train=False)]
+                outs = [model.forward_mel(x) for x, _ in clip_windows(val, 128, data.frames)]
                 torch.cat(outs).argmax(1)
     return t.seconds
 

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.common import Context, Section, Timer, fmt_s, median
 from bench.compute import matmul_gflops
 from sceneclf.data.audio import AudioConfig
-from sceneclf.data.melset import MelSet, batches
+from sceneclf.data.melset import MelSet, batches, clip_windows
 from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import LOG_EPS, FeatureConfig
@@ -123,9 +123,9 @@ def split_epoch(model: SceneClassifier, opt: torch.optim.Optimizer, train: MelSe
         parts["features"] += t1 - t0
         parts["model"] += t2 - t1
     model.eval()
-    net = model.fused()  # as `train.evaluate` does
+    net = model.fused()  # as `train.score` does
     with torch.inference_mode():
-        for x, _ in timed(batches(val, 128, frames, train=False)):
+        for x, _ in timed(clip_windows(val, 128, frames)):
             t0 = time.perf_counter()
             feats = net.frontend.from_mel(x)
             t1 = time.perf_counter()

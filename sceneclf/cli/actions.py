@@ -106,8 +106,8 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
     budget.check(Cost(count_params(smallest), 0, 1.0))
     prepared = load_data(req.data, req.cache_dir, req.skip_bad, echo, features=features)
     model_cfg = replace(smallest, n_classes=len(prepared.classes))
-    reference = reference_for(prepared, req.seed, echo)
     budget.check(Cost(count_params(model_cfg), 0, 1.0))
+    reference = reference_for(prepared, req.seed, echo)
     echo(summarize(model_cfg, (features.n_mels, prepared.frames)).format())
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
@@ -157,13 +157,19 @@ class SearchRequest:
     jobs: int = 1
 
 
+def resolve_tracking_uri(given: str | None, mlflow: bool) -> str | None:
+    """The MLflow store a command tracks in: the one given, else the default; None without MLflow."""
+    from sceneclf.tracking.stores import default_tracking_uri
+
+    return (given or default_tracking_uri()) if mlflow else None
+
+
 def search_settings(req: SearchRequest) -> SearchSettings:
     from sceneclf.search import DEFAULT_STORAGE
-    from sceneclf.tracking.stores import default_tracking_uri
 
     return SearchSettings(
         study=req.study, storage=req.storage or DEFAULT_STORAGE,
-        tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
+        tracking_uri=resolve_tracking_uri(req.tracking_uri, req.mlflow),
         sampler=req.sampler, pruner=req.pruner, epochs=req.epochs, seed=req.seed,
         device=str(pick_device(req.device)), data=req.data)
 
@@ -215,7 +221,6 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
 
     from sceneclf.search import DEFAULT_STORAGE
     from sceneclf.search.study import join_study
-    from sceneclf.tracking.stores import default_tracking_uri
 
     if req.threads:
         torch.set_num_threads(req.threads)
@@ -224,7 +229,7 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
         device = torch.device("cuda", req.worker_index % torch.cuda.device_count())
     settings = SearchSettings(
         study=req.study, storage=req.storage or DEFAULT_STORAGE,
-        tracking_uri=(req.tracking_uri or default_tracking_uri()) if req.mlflow else None,
+        tracking_uri=resolve_tracking_uri(req.tracking_uri, req.mlflow),
         seed=req.seed + 1000 * req.worker_index, device=str(device))
     open_tracker(settings.tracking_uri, settings.study)  # fails fast on an unusable MLflow store
     outcome = join_study(settings, lambda cfg: load_data(cfg, req.cache_dir, req.skip_bad, echo),
@@ -289,13 +294,12 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     from sceneclf.search.storage import load_study
     from sceneclf.tasks import retrain
     from sceneclf.tracking.models import REGISTERED_MODEL, log_retrained_model
-    from sceneclf.tracking.stores import default_tracking_uri
 
     check_writable(req.out)
     storage = req.storage or DEFAULT_STORAGE
     study = load_study(storage, req.study)
     data_cfg = req.data or retrain.stored_data_config(study)
-    tracking_uri = (req.tracking_uri or default_tracking_uri()) if req.mlflow else None
+    tracking_uri = resolve_tracking_uri(req.tracking_uri, req.mlflow)
     prepared = load_data(data_cfg, req.cache_dir, req.skip_bad, echo)
     best = retrain.best_trial_configs(study, len(prepared.classes), seed=req.seed, number=req.trial,
                                       max_kb=req.max_kb)

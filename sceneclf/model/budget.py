@@ -182,8 +182,7 @@ def model_cost(features: FeatureConfig, model: ModelConfig, frames: int, precisi
                count: bool = True) -> Cost:
     """The cost of SceneCNN(model) on `frames` frames of `features`; MACs only when `count`."""
     macs = count_macs(model, (features.n_mels, frames)) if count else 0
-    seconds = frames * features.hop_length / features.sample_rate
-    return Cost(count_params(model), macs, seconds, precision)
+    return Cost(count_params(model), macs, features.seconds(frames), precision)
 
 
 def build(features: FeatureConfig, model: ModelConfig, budget: Budget, frames: int) -> SceneClassifier:

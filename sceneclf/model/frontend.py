@@ -47,6 +47,10 @@ class FeatureConfig:
         """Number of STFT frames for a waveform of `samples` samples (centred STFT)."""
         return samples // self.hop_length + 1
 
+    def seconds(self, frames: int) -> float:
+        """Seconds of audio that `frames` STFT frames step over."""
+        return frames * self.hop_length / self.sample_rate
+
 
 class FrontEnd(nn.Module):
     """log-mel + MFCC stacked as 2 channels, normalised with training-set statistics."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,9 +24,7 @@ def accuracy_vs_params(study: optuna.Study, max_params: int | None = None) -> go
         pts = [t for t in study.trials if trial_state(t) == state and TrialAttr.N_PARAMS in t.user_attrs]
         if not pts:
             continue
-        ys = [t.value if t.value is not None else
-              (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else 0.0)
-              for t in pts]
+        ys = [0.0 if math.isnan(v) else v for v in map(trial_value, pts)]
         fig.add_trace(go.Scatter(
             x=[t.user_attrs[TrialAttr.N_PARAMS] for t in pts], y=ys, mode="markers", name=state.lower(),
             marker={"color": colour, "size": 9}, text=[f"trial {t.number}" for t in pts]))

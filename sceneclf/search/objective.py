@@ -64,8 +64,8 @@ class Objective:
         if self.epochs is not None:
             cfgs = replace(cfgs, train=replace(cfgs.train, epochs=self.epochs))
         summary = summarize(cfgs.model, (cfgs.features.n_mels, self.data.frames))
-        cost = Cost(count_params(cfgs.model), summary.macs,
-                    self.data.frames * cfgs.features.hop_length / cfgs.features.sample_rate, self.budget.precision)
+        cost = Cost(count_params(cfgs.model), summary.macs, cfgs.features.seconds(self.data.frames),
+                    self.budget.precision)
         violations = self.budget.violations(cost)
         for key, value in violations.items():
             trial.set_constraint(key, value)

@@ -98,13 +98,12 @@ def check_record(study: optuna.Study, record: StudyRecord) -> None:
                           f"{old.fingerprint} here {record.fingerprint}); use the same --data")
 
 
-class Stop(optuna.study.MaxTrialsCallback):
+class Stop:
     """Stop starting trials when finished, pruned and running trials reach `target` (failed ones
     are not counted), or when the last `streak` trials all failed the same way (same exception
     type: something is wrong beyond one trial), or the last `4 * streak` failed in any way."""
 
     def __init__(self, target: int, streak: int = 5):
-        super().__init__(target, states=FINISHED)
         self.target = target
         self.streak = streak
         self.reason: str | None = None
