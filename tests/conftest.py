@@ -21,6 +21,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SCENECLF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("SCENECLF_STORAGE", raising=False)
+    monkeypatch.setenv("SCENECLF_JOBS", "1")  # seeded searches stay repeatable; tests ask for --jobs N
 
 
 # -- A finished study with a retrained, registered model (evaluate, report, ui, studies tests) --

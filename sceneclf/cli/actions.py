@@ -154,7 +154,7 @@ class SearchRequest:
     device: str
     progress: bool = True
     mlflow: bool = True
-    jobs: int = 1
+    jobs: int | str = 1
 
 
 def resolve_tracking_uri(given: str | None, mlflow: bool) -> str | None:
@@ -172,6 +172,36 @@ def search_settings(req: SearchRequest) -> SearchSettings:
         tracking_uri=resolve_tracking_uri(req.tracking_uri, req.mlflow),
         sampler=req.sampler, pruner=req.pruner, epochs=req.epochs, seed=req.seed,
         device=str(pick_device(req.device)), data=req.data)
+
+
+AUTO_MAX_JOBS = 4  # TPE learns from finished trials: more parallel workers sample more blindly
+WORKER_BYTES = 2 * 1024**3  # a search worker's peak resident memory, with room (bench e2e)
+
+
+def auto_jobs(cores: int, available_bytes: int | None, device: str) -> int:
+    """`--jobs auto`: one single-threaded worker per core on the CPU, as many as memory holds, at
+    most AUTO_MAX_JOBS; one on a GPU, which one trial's process already drives."""
+    if device != "cpu":
+        return 1
+    fit = max(1, available_bytes // WORKER_BYTES) if available_bytes else cores
+    return max(1, min(cores, fit, AUTO_MAX_JOBS))
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes; None where the kernel does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def resolve_jobs(jobs: int | str, device: str, trials: int) -> int:
+    """The number of worker processes for `--jobs` (a number, or auto), never more than the trials."""
+    n = auto_jobs(os.cpu_count() or 1, available_memory(), device) if jobs == "auto" else int(jobs)
+    return max(1, min(n, trials))
 
 
 def split_threads(jobs: int) -> int:
@@ -251,9 +281,12 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     reference = reference_for(prepared, req.seed, echo)
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
          f"budget {describe_budget(space.budget)}")
-    threads = split_threads(req.jobs)
+    jobs = resolve_jobs(req.jobs, settings.device, req.trials)
+    threads = split_threads(jobs)
+    if jobs > 1:
+        echo(f"{jobs} worker processes, {threads} thread(s) each (--jobs {req.jobs})")
     outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress,
-                         jobs=req.jobs, worker_command=worker_command(req, settings, threads),
+                         jobs=jobs, worker_command=worker_command(req, settings, threads),
                          reference=reference.to_dict())
     echo(top_trials_table(outcome.study))
     if outcome.stopped_because:

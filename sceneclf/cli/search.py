@@ -10,6 +10,26 @@ from sceneclf.model import PRECISIONS
 from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
 
 
+class JobsType(click.ParamType):
+    """`auto` or a whole number of worker processes, 1 to 64."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number", param, ctx)
+        if not 1 <= n <= 64:
+            self.fail(f"{n} is not in the range 1 to 64", param, ctx)
+        return n
+
+
+JOBS = JobsType()
+
+
 @cli.command()
 @click.option("--trials", type=click.IntRange(1), default=50, show_default=True,
               help="Run until this many MORE trials have finished or been pruned (over-budget trials "
@@ -38,8 +58,10 @@ from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes on this machine, sharing the study, the trial count and the CPU threads.")
+@click.option("--jobs", type=JOBS, default="auto", show_default=True, envvar="SCENECLF_JOBS",
+              help="Worker processes on this machine, sharing the study, the trial count and the CPU threads; "
+                   "auto: one per core on the CPU (at most 4, and as many as free memory holds), one on a GPU. "
+                   "--jobs 1 makes a seeded search repeatable.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
 def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, storage, tracking_uri,
