@@ -345,11 +345,17 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
                if "reference_test_accuracy" in reference else "")
     echo(f"test_accuracy {ckpt.metrics['test_accuracy']:.3f} (held-out test split, "
          f"{len(prepared.splits['test'])} clips){against}")
+    precision = ckpt.train["precision"]
+    if precision != "fp32":
+        echo(f"test_accuracy at {precision} (as it ships) {ckpt.metrics[f'test_accuracy_{precision}']:.3f}, "
+             f"float {ckpt.metrics['test_accuracy']:.3f}")
     echo(f"checkpoint: {req.out}")
     result = {"checkpoint": str(req.out), **ckpt.metrics}
     if tracking_uri:
         run_id, version = log_retrained_model(tracking_uri, req.study, best.trial.number, best.parent_run_id,
-                                              best.configs.flat(), ckpt, history, req.out, AudioConfig().clip_samples)
+                                              best.configs.flat(), ckpt, history, req.out, AudioConfig().clip_samples,
+                                              deployed=retrain.deployed_model(ckpt, prepared)
+                                              if precision != "fp32" else None)
         echo(f"MLflow run {run_id}; registered model {REGISTERED_MODEL!r} version {version} "
              f"(models:/{REGISTERED_MODEL}/{version})")
         result.update(run_id=run_id, version=version)

@@ -10,6 +10,7 @@ import click
 from sceneclf import atomic
 from sceneclf.cli.group import cli
 from sceneclf.cli.options import STORAGE_HELP, TRACKING_HELP, data_options, study_options
+from sceneclf.model import PRECISIONS
 from sceneclf.search import DEFAULT_STORAGE
 
 
@@ -29,14 +30,18 @@ def _storage(storage: str | None) -> str:
                    "nested under the model's run) [env MLFLOW_TRACKING_URI].")
 @click.option("--experiment", default="sceneclf", show_default=True,
               help="MLflow experiment for a checkpoint file's evaluation run.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Also score the model converted to this precision [default: the one it ships in, "
+                   "as retrain-best stored it].")
 def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out_html, tracking_uri,
-             experiment) -> None:
+             experiment, precision) -> None:
     """Accuracy, macro-F1, per-class accuracy and the most confused pairs of a model.
 
     MODEL is a checkpoint file or an MLflow model URI (models:/sceneclf/3, runs:/<run id>/model).
-    Scores whole clips of the data set's test split (default: the embedded synthetic data).
+    Scores whole clips of the data set's test split (default: the embedded synthetic data), in
+    float and, for a model that ships in fp16 or int8, at that precision too.
 
-    Example: sceneclf evaluate models:/sceneclf/1 --split test --json
+    Example: sceneclf evaluate models:/sceneclf/1 --split test --precision int8 --json
     """
     from sceneclf.cli import actions
     from sceneclf.data.prepare import default_cache_dir
@@ -48,7 +53,7 @@ def evaluate(model, data, layout, fold, skip_bad, cache_dir, split, as_json, out
     loaded = models.load_model(model, tracking_uri)
     echo(f"model: {loaded.source} ({len(loaded.checkpoint.classes)} classes)")
     result = ev.evaluate_model(loaded, actions.data_config(data, layout, fold), split,
-                               cache_dir or default_cache_dir(), skip_bad, echo=echo)
+                               cache_dir or default_cache_dir(), skip_bad, echo=echo, precision=precision)
     out_html = (out_html or Path(f"{loaded.label}-{split}-confusion.html")).absolute()
     page = figure_html(ev.confusion_figure(result), offline=True)
     atomic.write_text(out_html, page)

@@ -18,11 +18,12 @@ from sceneclf.data.prepare import PreparedData
 from sceneclf.errors import first_line
 from sceneclf.model.budget import Budget, Cost, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
+from sceneclf.model.quantize import calibration_batches, to_precision
 from sceneclf.search.record import TrialAttr
 from sceneclf.search.recovery import pending_path, promote_pending, worker_id
 from sceneclf.search.space import SearchSpace, TrialConfigs, sample
 from sceneclf.tracking.tracker import Tracker
-from sceneclf.train import NonFiniteLossError, train_model
+from sceneclf.train import NonFiniteLossError, score, train_model
 
 
 @dataclass
@@ -104,12 +105,28 @@ class Objective:
             trial.set_user_attr(TrialAttr.REASON, str(exc))
             self.tracker.end_trial(run_id, "PRUNED", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
-        value = result.best_val_accuracy
+        value = self._deploy_accuracy(trial, run_id, model.cpu(), result)
         trial.set_user_attr(TrialAttr.BEST_EPOCH, result.best_epoch)
         trial.set_user_attr(TrialAttr.EPOCHS_RUN, result.epochs_run)
         trial.set_user_attr(TrialAttr.VAL_LOSS, result.best_val_loss)
         self._finish(trial, run_id, cfgs, model.cpu(), result)
         return value
+
+    def _deploy_accuracy(self, trial: optuna.Trial, run_id: str | None, model, result) -> float:
+        """The trial's value: whole-clip validation accuracy of its best state converted to the
+        budget's precision (the float accuracy at fp32); the float accuracy and the drop beside it."""
+        precision = self.budget.precision
+        if precision == "fp32":
+            return result.best_val_accuracy
+        train, val, frames = self.data.splits["train"], self.data.splits["val"], self.data.frames
+        accuracy, _, _ = score(to_precision(model, precision, calibration_batches(train, frames)), val, frames)
+        drop = result.best_val_accuracy - accuracy
+        trial.set_user_attr(TrialAttr.FLOAT_ACCURACY, result.best_val_accuracy)
+        trial.set_user_attr(TrialAttr.PRECISION_DROP, drop)
+        self.tracker.log_metrics(run_id, {f"val_accuracy_{precision}": accuracy, TrialAttr.PRECISION_DROP: drop,
+                                          TrialAttr.FLOAT_ACCURACY: result.best_val_accuracy},
+                                 step=result.epochs_run)
+        return accuracy
 
     def _start_run(self, trial: optuna.Trial, cfgs: TrialConfigs, sizes: dict[str, float]) -> str | None:
         run_id = self.tracker.start_trial(self.parent_run_id, self.study_name, trial.number,

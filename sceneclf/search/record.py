@@ -44,6 +44,8 @@ class TrialAttr:
     VAL_LOSS = "val_loss"
     CONFIG = "config"
     RETRY_OF = "retry_of"
+    FLOAT_ACCURACY = "float_val_accuracy"  # before conversion to the budget's precision
+    PRECISION_DROP = "precision_drop"  # float accuracy minus the accuracy at the precision
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ the numbers match the ones training and retraining report.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class Evaluation:
     model: str = ""
     data: str = ""
     split: str = ""
+    at_precision: dict[str, float] = field(default_factory=dict)  # accuracy as shipped, by precision
 
     @property
     def n(self) -> int:
@@ -84,11 +85,14 @@ class Evaluation:
         return {"model": self.model, "data": self.data, "split": self.split, "clips": self.n,
                 "accuracy": self.accuracy, "macro_f1": self.macro_f1, "per_class": self.per_class(),
                 "confused_pairs": self.confused_pairs(),
+                **{f"accuracy_{p}": acc for p, acc in self.at_precision.items()},
                 "confusion_matrix": {"classes": list(self.classes), "counts": self.confusion.tolist()}}
 
     def format(self) -> str:
         width = max([len("class")] + [len(c) for c in self.classes]) + 2
         lines = [f"{self.split}: {self.n} clips   accuracy {self.accuracy:.3f}   macro-F1 {self.macro_f1:.3f}",
+                 *(f"accuracy at {p} (as it ships) {acc:.3f}, float {self.accuracy:.3f}"
+                   for p, acc in self.at_precision.items()),
                  "", f"{'class':<{width}}{'accuracy':>9}{'F1':>7}{'support':>9}"]
         for row in self.per_class():
             lines.append(f"{row['class']:<{width}}{row['accuracy']:>9.3f}{row['f1']:>7.3f}{row['support']:>9}")
@@ -125,13 +129,17 @@ def confusion_figure(ev: Evaluation) -> go.Figure:
 
 # -- evaluating a model on data ----------------------------------------------------------------
 def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: Path,
-                   skip_bad: bool = False, echo: Echo = lambda _: None) -> Evaluation:
-    """Predict every clip of `split` (test, val, or all) from all of it and count."""
+                   skip_bad: bool = False, echo: Echo = lambda _: None, precision: str | None = None) -> Evaluation:
+    """Predict every clip of `split` (test, val, or all) from all of it and count, with the float
+    model; and the accuracy at `precision` (default: the one the checkpoint ships in) unless fp32."""
+    from sceneclf.model.quantize import check_precision
+    from sceneclf.tasks.retrain import deployed_model
     from sceneclf.train import score
 
     if split not in SPLITS:
         raise ConfigError(f"--split {split}: use one of {', '.join(SPLITS)}")
     ckpt = model.checkpoint
+    precision = check_precision(precision or ckpt.train.get("precision", "fp32"))
     prepared = prepare(data, ckpt.audio, ckpt.features, cache_dir, skip_bad=skip_bad)
     root = prepared.manifest.root
     index = {c: i for i, c in enumerate(ckpt.classes)}
@@ -149,13 +157,19 @@ def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: 
     labels = to_model[chosen.labels.numpy()]
     _, _, logits = score(ckpt.model, MelSet(chosen.mels, chosen.labels), prepared.frames)
     predicted = logits.argmax(1).numpy()
+    at_precision = {}
+    if precision != "fp32":
+        _, _, logits = score(deployed_model(ckpt, prepared, precision), MelSet(chosen.mels, chosen.labels),
+                             prepared.frames)
+        at_precision[precision] = float((logits.argmax(1).numpy() == labels).mean())
     return Evaluation(ckpt.classes, confusion_counts(labels, predicted, len(ckpt.classes)),
-                      model.source, str(root), split)
+                      model.source, str(root), split, at_precision)
 
 
 def evaluation_metrics(ev: Evaluation) -> dict[str, float]:
     """Flat MLflow metrics: accuracy, macro-F1, clip count and accuracy per class."""
-    metrics = {"accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "clips": ev.n}
+    metrics = {"accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "clips": ev.n,
+               **{f"accuracy_{p}": acc for p, acc in ev.at_precision.items()}}
     metrics.update({f"accuracy.{_metric_name(r['class'])}": r["accuracy"] for r in ev.per_class()})
     return metrics
 

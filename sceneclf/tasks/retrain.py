@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 import optuna
+from torch import nn
 
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, PreparedData
@@ -14,7 +15,8 @@ from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError
 from sceneclf.model.budget import Budget
 from sceneclf.model.checkpoint import Checkpoint
-from sceneclf.search.record import StudyAttr, StudyRecord, TrialAttr, best_feasible
+from sceneclf.model.quantize import calibration_batches, to_precision
+from sceneclf.search.record import StudyAttr, StudyRecord, TrialAttr, best_feasible, trial_value
 from sceneclf.search.space import TrialConfigs, parse_space, sample
 from sceneclf.train import score, train_model
 
@@ -64,7 +66,7 @@ def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0, numbe
     record = StudyRecord.require(study)
     space = parse_space(record.space_text, record.space_name)
     configs = sample(optuna.trial.FixedTrial(best.params), space, n_classes, seed=seed)
-    return BestTrial(best, configs, space.budget, study.user_attrs.get(StudyAttr.PARENT_RUN))
+    return BestTrial(best, configs, record.budget, study.user_attrs.get(StudyAttr.PARENT_RUN))  # with the CLI overrides
 
 
 def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, device: str,
@@ -86,7 +88,19 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
     model.cpu()
     test_acc, test_loss, _ = score(model, data.splits["test"], data.frames)
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
-               "search_val_accuracy": float(best.trial.value)}
+               "search_val_accuracy": trial_value(best.trial)}
+    precision = best.budget.precision
     ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
-                      train={**asdict(train_cfg), "augment": asdict(cfgs.augment)}, metrics=metrics)
+                      train={**asdict(train_cfg), "augment": asdict(cfgs.augment), "precision": precision},
+                      metrics=metrics)
+    if precision != "fp32":
+        deployed_acc, _, _ = score(deployed_model(ckpt, data), data.splits["test"], data.frames)
+        metrics.update({f"test_accuracy_{precision}": deployed_acc, "precision_drop": test_acc - deployed_acc})
     return ckpt, result.history
+
+
+def deployed_model(ckpt: Checkpoint, data: PreparedData, precision: str | None = None) -> nn.Module:
+    """The checkpoint's model at `precision` (default: the one it ships in, stored with it),
+    int8 calibrated on the training split's clips: the same model wherever it is rebuilt."""
+    precision = precision or ckpt.train.get("precision", "fp32")
+    return to_precision(ckpt.model, precision, calibration_batches(data.splits["train"], data.frames))

@@ -110,9 +110,15 @@ def checkpoint_from_run(client, run_id: str, ref: str) -> Checkpoint:
 
 def log_retrained_model(tracking_uri: str, study: str, best_trial: int, parent_run_id: str | None,
                         params: dict[str, Any], ckpt: Checkpoint, history: list[dict[str, float]],
-                        checkpoint_path: Path, clip_samples: int) -> tuple[str, str]:
+                        checkpoint_path: Path, clip_samples: int,
+                        deployed: torch.nn.Module | None = None) -> tuple[str, str]:
     """A run linked to the study's parent run, with the model logged by the pytorch flavor and
-    registered as `sceneclf`. Returns (run id, model version)."""
+    registered as `sceneclf`. Returns (run id, model version).
+
+    `deployed` (the model at the precision it ships in, `quantize.to_precision`) is what is logged
+    and registered when given, so the registered version is the one that fits the budget; the
+    checkpoint artifact keeps the float weights and names that precision, from which sceneclf
+    rebuilds the same model."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import ModelSignature
@@ -129,8 +135,9 @@ def log_retrained_model(tracking_uri: str, study: str, best_trial: int, parent_r
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(ckpt.classes)))]))
+    precision = getattr(deployed, "precision", "fp32")
     tags = {"sceneclf.role": "retrain", "sceneclf.study": study,
-            "sceneclf.best_trial": str(best_trial)}
+            "sceneclf.best_trial": str(best_trial), "sceneclf.precision": precision}
     if parent_run_id:
         tags["sceneclf.study_run_id"] = parent_run_id
     with mlflow.start_run(experiment_id=tracker.experiment_id, run_name="retrain-best", tags=tags) as run:
@@ -142,8 +149,12 @@ def log_retrained_model(tracking_uri: str, study: str, best_trial: int, parent_r
         # torch.export's archive writer warns about CPU weights it handles; MLflow prints what we print.
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.filterwarnings("ignore", message="No complete tensor found", category=UserWarning)
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
             info = mlflow.pytorch.log_model(
-                ckpt.model, name="model", signature=signature, input_example=example.numpy(),
+                ckpt.model if deployed is None else deployed, name="model", signature=signature,
+                input_example=example.numpy(),
+                # torch.export cannot trace quantized kernels' packed weights: pickled instead.
+                serialization_format="pt2" if precision == "fp32" else "pickle",
                 registered_model_name=REGISTERED_MODEL,
                 code_paths=[str(Path(sceneclf.__file__).parent)],
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchaudio", "numpy"],
