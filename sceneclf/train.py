@@ -3,16 +3,20 @@
 Cross-entropy, Adam, ReduceLROnPlateau on the validation loss, early stopping, the best state
 (by validation accuracy, then loss) kept in memory. No tracking and no Optuna here: whatever
 watches training hangs on the `on_epoch(epoch, metrics)` callback, which may raise to stop
-(Optuna's TrialPruned passes straight through).
+(Optuna's TrialPruned passes straight through). A `StateStore` passed in keeps the whole
+training state after each epoch, so a killed run goes on at the next epoch.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +53,13 @@ class TrainConfig:
 class NonFiniteLossError(RuntimeError, SceneclfError):
     """The training loss became NaN or infinite (the search prunes the trial; `train` says so in
     one line)."""
+
+
+class StateStore(Protocol):
+    """Where `fit` keeps its training state between epochs (`sceneclf.search.resume`)."""
+
+    def load(self) -> dict[str, Any] | None: ...  # the last state saved, or None: start afresh
+    def save(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None: ...  # may skip
 
 
 @dataclass
@@ -90,14 +101,15 @@ def score(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 1
 def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, frames: int,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         device: torch.device | str = "cpu", keep_last: bool = False,
-        augment: AugmentConfig = AugmentConfig()) -> FitResult:
+        augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None) -> FitResult:
     """Train `model` and return its best state (by validation accuracy, then loss), or with
     `keep_last` the final epoch's state (for retraining on train + validation data).
 
     `augment` runs on the front end's output of each training batch (and mixup on its labels).
     `on_epoch(epoch, metrics)` is called after each epoch (1-based) with train_loss,
     train_accuracy, val_loss, val_accuracy, lr and seconds; an exception it raises stops training.
-    Raises NonFiniteLossError as soon as a batch loss is NaN or infinite.
+    Raises NonFiniteLossError as soon as a batch loss is NaN or infinite. With `store`, training
+    starts from the state it holds (at the epoch after it) and saves its state after each epoch.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -112,8 +124,13 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
     best: FitResult | None = None
     history: list[dict[str, float]] = []
-    stale = 0
-    for epoch in range(1, cfg.epochs + 1):
+    stale, start = 0, 1
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        best, history, stale, start = _restore(saved, model, opt, sched, scaler, gen, device)
+    for epoch in range(start, cfg.epochs + 1):
+        if stale >= cfg.early_stop:
+            break
         t0 = time.perf_counter()
         model.train()
         augmenter.train()
@@ -159,25 +176,66 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             stale += 1
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if stale >= cfg.early_stop:
-            break
+        if store is not None:
+            store.save(epoch, lambda e=epoch, b=best, s=stale: _snapshot(e, model, opt, sched, scaler, gen, b,
+                                                                         history, s))
     assert best is not None
     best.history = history
     return best
+
+
+def _snapshot(epoch: int, model: nn.Module, opt, sched, scaler, gen: torch.Generator, best: FitResult,
+              history: list[dict[str, float]], stale: int) -> dict[str, Any]:
+    """Everything `fit` needs to go on after `epoch`, as tensors and plain values (loadable with
+    `torch.load(weights_only=True)`)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "stale": stale,
+        "history": history, "best": {"state": best.best_state, "epoch": best.best_epoch,
+                                     "val_accuracy": best.best_val_accuracy, "val_loss": best.best_val_loss},
+        "rng": {"batches": gen.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                "python": random.getstate()},
+    }
+
+
+def _restore(saved: dict[str, Any], model: nn.Module, opt, sched, scaler, gen: torch.Generator,
+             device: torch.device) -> tuple[FitResult, list[dict[str, float]], int, int]:
+    """Put a `_snapshot` back; returns (best, history, stale, next epoch)."""
+    model.load_state_dict(saved["model"])
+    model.to(device)
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    rng = saved["rng"]
+    gen.set_state(rng["batches"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    b = saved["best"]
+    best = FitResult(b["state"], b["epoch"], b["val_accuracy"], b["val_loss"])
+    return best, list(saved["history"]), int(saved["stale"]), int(saved["epoch"]) + 1
 
 
 def train_model(features: FeatureConfig, model_cfg: ModelConfig, cfg: TrainConfig, budget: Budget,
                 train: MelSet, val: MelSet, frames: int,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 device: torch.device | str = "cpu", keep_last: bool = False,
-                augment: AugmentConfig = AugmentConfig()) -> tuple[SceneClassifier, FitResult]:
-    """Check the budget, build, normalise with training statistics, fit; the model returned
-    holds the best state."""
+                augment: AugmentConfig = AugmentConfig(),
+                store: StateStore | None = None) -> tuple[SceneClassifier, FitResult]:
+    """Check the budget, build, normalise with training statistics, fit (from the state in
+    `store`, if any); the model returned holds the best state."""
     torch.manual_seed(cfg.seed)  # initial weights follow the trial's seed too
     model = build(features, model_cfg, budget, frames)
     model.frontend.fit_stats(train.mels)
     result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device, keep_last=keep_last,
-                 augment=augment)
+                 augment=augment, store=store)
     model.load_state_dict(result.best_state)
     return model, result
 

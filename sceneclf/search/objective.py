@@ -21,6 +21,7 @@ from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.quantize import calibration_batches, to_precision
 from sceneclf.search.record import TrialAttr
 from sceneclf.search.recovery import pending_path, promote_pending, worker_id
+from sceneclf.search.resume import discard_state, open_state
 from sceneclf.search.space import SearchSpace, TrialConfigs, sample
 from sceneclf.tracking.tracker import Tracker
 from sceneclf.train import NonFiniteLossError, score, train_model
@@ -93,11 +94,12 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+        store = open_state(trial, self.checkpoint_dir, cfgs.flat(), self.data.fingerprint, self.tracker, run_id)
         try:
             model, result = train_model(cfgs.features, cfgs.model, cfgs.train, self.budget,
                                         self.data.splits["train"], self.data.splits["val"],
                                         self.data.frames, on_epoch=on_epoch, device=self.device,
-                                        augment=cfgs.augment)
+                                        augment=cfgs.augment, store=store)
         except optuna.TrialPruned as exc:
             self.tracker.end_trial(run_id, "PRUNED", str(exc))
             raise
@@ -149,8 +151,9 @@ class Objective:
 
     def promote(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Study callback, once Optuna has recorded the trial: its checkpoint becomes the
-        study's best if the trial is the best, else it is dropped."""
+        study's best if the trial is the best, else it is dropped; its training state goes."""
         promote_pending(study, self.checkpoint_dir, self.tracker, self.parent_run_id, [trial.number])
+        discard_state(study, trial.number, self.checkpoint_dir)
 
     @property
     def best_path(self) -> Path:

@@ -44,6 +44,7 @@ class TrialAttr:
     VAL_LOSS = "val_loss"
     CONFIG = "config"
     RETRY_OF = "retry_of"
+    RESUMED_FROM_EPOCH = "resumed_from_epoch"  # a retry's first epoch was this + 1 (0: from scratch)
     FLOAT_ACCURACY = "float_val_accuracy"  # before conversion to the budget's precision
     PRECISION_DROP = "precision_drop"  # float accuracy minus the accuracy at the precision
 

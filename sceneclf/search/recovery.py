@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sceneclf.errors import first_line
-from sceneclf.search.record import TrialAttr, best_feasible
+from sceneclf.search.record import TrialAttr, best_feasible, trial_value
 from sceneclf.tracking.tracker import Tracker
 
 
@@ -47,7 +47,7 @@ def promote_pending(study: optuna.Study, checkpoint_dir: Path, tracker: Tracker,
         if parent_run_id and run_id:
             try:
                 tracker.set_best(parent_run_id, number, run_id, path, t.user_attrs.get(TrialAttr.CONFIG, t.params),
-                                 {"val_accuracy": t.value})
+                                 {"val_accuracy": trial_value(t)})
             except Exception as exc:  # the store is failing: best.pt on disk is still right
                 logging.getLogger("sceneclf").warning("trial %d: best checkpoint not logged to MLflow (%s)",
                                                       number, first_line(exc))
@@ -59,8 +59,9 @@ def promote_pending(study: optuna.Study, checkpoint_dir: Path, tracker: Tracker,
 
 def recover_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     """Trials left RUNNING by a process of this machine that no longer exists: fail them now
-    (rather than after the heartbeat grace period), queue their parameters again, close their
-    MLflow runs. Returns the numbers of the trials recovered."""
+    (rather than after the heartbeat grace period), queue them again with their parameters and
+    reports (the retry resumes from their training state: `search.resume`), close their MLflow
+    runs. Returns the numbers of the trials recovered."""
     host = socket.gethostname()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -73,7 +74,9 @@ def recover_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # failed meanwhile by another process's heartbeat check, which retries it
-        study.enqueue_trial(t.params, user_attrs={TrialAttr.RETRY_OF: t.number}, skip_if_exists=False)
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=t.params, distributions=t.distributions,
+            user_attrs={TrialAttr.RETRY_OF: t.number}, intermediate_values=t.intermediate_values))
         if t.user_attrs.get(TrialAttr.RUN_ID):
             tracker.close_if_running(t.user_attrs[TrialAttr.RUN_ID], "FAIL", "worker died")
         recovered.append(t.number)

@@ -44,7 +44,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
                           grace_period=3 * HEARTBEAT_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                              max_retry=2, inherit_intermediate_values=True))
     except Exception as exc:
         reason = first_line(exc)
         raise ConfigError(f"--storage {url}: cannot open ({reason})") from None

@@ -39,6 +39,7 @@ from sceneclf.search.record import (
     trial_value,
 )
 from sceneclf.search.recovery import close_failed_runs, promote_pending, recover_dead_trials
+from sceneclf.search.resume import sweep_states
 from sceneclf.search.space import SearchSpace, parse_space
 from sceneclf.search.storage import make_pruner, make_sampler, open_storage
 from sceneclf.tracking.tracker import Tracker, open_tracker
@@ -200,6 +201,7 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
     # Trial checkpoints a killed process left aside: the best one becomes best.pt, others go.
     promote_pending(study, objective.checkpoint_dir, tracker, parent)
     sweep_stale(objective.checkpoint_dir)
+    sweep_states(study, objective.checkpoint_dir)  # training states no retry will resume
     stop = Stop(target)
     callbacks = [objective.promote, stop]
     bar = _progress_bar(study, target) if progress else None
@@ -260,6 +262,7 @@ def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], Pr
         parent = tracker.parent_run(settings.study, record.flat())
         if parent is not None:
             study.set_user_attr(StudyAttr.PARENT_RUN, parent)
+    recover_dead_trials(study, tracker)  # a restarted worker's own dead trial is retried at once
     return work(study, settings, space, prepared, tracker, parent, target, timeout, echo, progress)
 
 

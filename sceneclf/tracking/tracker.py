@@ -34,6 +34,7 @@ class Tracker(Protocol):
     def log_checkpoint(self, run_id: str | None, path: Path) -> None: ...
     def end_trial(self, run_id: str | None, state: str, reason: str | None = None) -> None: ...
     def close_if_running(self, run_id: str, state: str, reason: str) -> bool: ...
+    def continue_trial(self, run_id: str | None, dead_run_id: str, epoch: int) -> None: ...
 
 
 class NullTracker:
@@ -70,6 +71,9 @@ class NullTracker:
 
     def close_if_running(self, run_id, state, reason) -> bool:
         return False
+
+    def continue_trial(self, run_id, dead_run_id, epoch) -> None:
+        pass
 
 
 def open_tracker(tracking_uri: str | None, experiment: str) -> Tracker:
@@ -186,6 +190,24 @@ class MlflowTracker:
             return False
         self.end_trial(run_id, state, reason)
         return True
+
+    def continue_trial(self, run_id: str, dead_run_id: str, epoch: int) -> None:
+        """A retry's run goes on from a dead trial's run: its per-epoch metrics up to `epoch` are
+        copied over (one learning curve), and tags link the two."""
+        from mlflow.entities import Metric, RunTag
+
+        try:
+            dead = self.client.get_run(dead_run_id)
+        except Exception:
+            return  # the dead run is gone: nothing to continue
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in dead.data.metrics
+                   for m in self.client.get_metric_history(dead_run_id, key) if 1 <= m.step <= epoch]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        self.client.log_batch(run_id, tags=[
+            RunTag("resumed_from_epoch", str(epoch)), RunTag("resumed_from_run", dead_run_id),
+            RunTag("mlflow.note.content", f"Continues run {dead_run_id} (trial {dead.data.tags.get('sceneclf.trial')}) "
+                                          f"after epoch {epoch}.")])
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

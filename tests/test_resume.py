@@ -1,0 +1,123 @@
+"""Mid-trial resume: a training cut after an epoch goes on from its saved state exactly as if it
+had never stopped; states that do not fit are refused in one line; retry chains find their state."""
+
+import logging
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from sceneclf.data.audio import AudioConfig
+from sceneclf.data.prepare import DataConfig, prepare
+from sceneclf.model.augment import AugmentConfig
+from sceneclf.model.budget import Budget
+from sceneclf.model.cnn import ModelConfig
+from sceneclf.model.frontend import FeatureConfig
+from sceneclf.search.resume import TrainingState, chain_root, state_path, sweep_states
+from sceneclf.train import TrainConfig, train_model
+
+CONFIGS = {"lr": 3e-3, "widths": "8,16"}
+AUGMENT = AugmentConfig(mixstyle_p=0.5, mixup_alpha=0.2, freq_masks=1, time_masks=1, time_shift=4)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory):
+    return prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(),
+                   tmp_path_factory.mktemp("cache"))
+
+
+class Cut(Exception):
+    pass
+
+
+def train(prepared, store, epochs_seen, stop_at=None):
+    def on_epoch(epoch, metrics):
+        epochs_seen.append(epoch)
+        if epoch == stop_at:
+            raise Cut  # as a kill after the epoch's reports, before its state is written
+
+    cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=5, early_stop=5, seed=3)
+    return train_model(FeatureConfig(noise=0.05), ModelConfig(widths=(8, 16)), cfg, Budget(),
+                       prepared.splits["train"], prepared.splits["val"], prepared.frames, on_epoch=on_epoch,
+                       augment=AUGMENT, store=store)
+
+
+def without_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def test_a_cut_training_goes_on_exactly_where_it_stopped(prepared, tmp_path):
+    torch.set_num_threads(1)
+    seen_whole: list[int] = []
+    whole_model, whole = train(prepared, TrainingState(tmp_path / "a.state", 0, CONFIGS, "fp"), seen_whole)
+
+    path = tmp_path / "b.state"
+    seen_cut: list[int] = []
+    with pytest.raises(Cut):
+        train(prepared, TrainingState(path, 0, CONFIGS, "fp"), seen_cut, stop_at=4)
+    store = TrainingState(path, 1, CONFIGS, "fp")
+    assert store.read()["epoch"] == 3
+    seen_resumed: list[int] = []
+    model, resumed = train(prepared, store, seen_resumed)
+
+    assert seen_whole == [1, 2, 3, 4, 5] and seen_cut == [1, 2, 3, 4] and seen_resumed == [4, 5]
+    assert without_seconds(resumed.history) == without_seconds(whole.history)
+    assert (resumed.best_epoch, resumed.best_val_accuracy) == (whole.best_epoch, whole.best_val_accuracy)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), whole_model.state_dict().values()))
+
+
+def test_a_state_saved_at_most_every_n_seconds(prepared, tmp_path):
+    store = TrainingState(tmp_path / "c.state", 0, CONFIGS, "fp", every_s=3600)
+    train(prepared, store, [])
+    assert TrainingState(tmp_path / "c.state", 0, CONFIGS, "fp").read()["epoch"] == 1  # the first only
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ("torn", "unreadable"),
+    ("version", "written by another sceneclf"),
+    ("fingerprint", "other data (fingerprint fp, study other)"),
+    ("configs", "another trial configuration"),
+])
+def test_a_state_that_does_not_fit_is_refused_in_one_line(prepared, tmp_path, caplog, change, reason):
+    path = tmp_path / "trial-0002.state"
+    with pytest.raises(Cut):
+        train(prepared, TrainingState(path, 2, CONFIGS, "fp"), [], stop_at=2)
+    if change == "torn":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif change == "version":
+        raw = torch.load(path, weights_only=True)
+        torch.save({**raw, "version": 99}, path)
+    store = TrainingState(path, 5, {**CONFIGS, "lr": 1e-2} if change == "configs" else CONFIGS,
+                          "other" if change == "fingerprint" else "fp")
+    with caplog.at_level(logging.WARNING, logger="sceneclf"):
+        assert store.read() is None
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("trial 5: training state trial-0002.state refused: ") and reason in line
+    assert line.endswith("; training from scratch") and "\n" not in line
+    assert not path.exists()
+    seen: list[int] = []
+    train(prepared, store, seen)
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_retry_chains_share_one_state_and_the_sweep_keeps_live_ones(tmp_path):
+    study = optuna.create_study()
+    dist = optuna.distributions.FloatDistribution(0, 1)
+
+    def add(state, user=None, system=None):
+        study.add_trial(optuna.trial.create_trial(state=state, params={"x": 0.5}, distributions={"x": dist},
+                                                  value=0.0 if state == TrialState.COMPLETE else None,
+                                                  user_attrs=user or {}, system_attrs=system or {}))
+
+    add(TrialState.FAIL)  # 0: died; retried on restart
+    add(TrialState.FAIL, {"retry_of": 0})  # 1: died on another machine; retried by heartbeat, which
+    add(TrialState.RUNNING, {"retry_of": 0}, {"failed_trial": 1, "retry_history": [1]})  # 2 copies attrs
+    add(TrialState.COMPLETE)  # 3
+    add(TrialState.FAIL)  # 4: retries ran out
+    trials = study.get_trials()
+    assert [chain_root(trials, n) for n in range(5)] == [0, 0, 0, 3, 4]
+    for n in (0, 3, 4):
+        state_path(tmp_path, n).write_bytes(b"x")
+    assert sweep_states(study, tmp_path) == [3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["trial-0000.state"]
