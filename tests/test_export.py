@@ -26,16 +26,18 @@ from sceneclf.tasks import export as ex
 from sceneclf.train import TrainConfig, train_model
 
 RATE = 16000
-LENGTHS = (2.0, 5.0)  # seconds: shorter and longer than the 3 s the model was trained on
+# Seconds: shorter and longer than the 3 s trained on, an odd (59) and an even (156) frame count
+# (the max-pools round up, so the graph's shapes must hold for both).
+LENGTHS = (1.9, 5.0)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_data) -> Path:
-    """A checkpoint trained for 4 epochs on the tiny data set."""
+    """A checkpoint trained on the tiny data set, long enough to predict many different labels."""
     data = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(),
                    tmp_path_factory.getbasetemp() / "cache")
     cfg = ModelConfig(n_classes=len(data.classes), widths=(16, 32))
-    model, _ = train_model(FeatureConfig(), cfg, TrainConfig(epochs=4, batch_size=16), Budget(),
+    model, _ = train_model(FeatureConfig(), cfg, TrainConfig(epochs=10, batch_size=8, lr=1e-2, early_stop=10), Budget(),
                            data.splits["train"], data.splits["val"], data.frames)
     path = tmp_path_factory.mktemp("export") / "tiny.pt"
     return save_checkpoint(path, Checkpoint(model.cpu().eval(), AudioConfig(), FeatureConfig(), cfg, data.classes))
@@ -93,6 +95,7 @@ def test_fp32_runs_in_onnxruntime_like_pytorch(fp32_file, trained, clips):
     for seconds, waves in clips.items():  # the time axis is dynamic, the batch axis too
         ours, ref = ex.run_onnx(sess, waves), torch_logits(ckpt.model, waves)
         assert ours.shape == (len(waves), len(ckpt.classes))
+        assert len(set(ref.argmax(1))) >= 5  # labels that vary, so agreeing on them means something
         assert agreement(ours, ref) >= 0.99, seconds
         np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
     one = clips[LENGTHS[0]][:1]
@@ -109,10 +112,10 @@ def test_int8_is_smaller_and_keeps_the_labels(fp32_file, trained, tiny_data, cli
     assert types["cnn.blocks.1.0.weight_quantized"] == onnx.TensorProto.INT8
     ckpt = load_checkpoint(trained)
     sess = ex.session(out)
-    waves = np.concatenate([clips[LENGTHS[0]], clips[LENGTHS[1]][:, :int(2.0 * RATE)]])
-    assert agreement(ex.run_onnx(sess, waves), torch_logits(ckpt.model, waves)) >= 0.9
     for waves in clips.values():
-        assert ex.run_onnx(sess, waves).shape == (len(waves), len(ckpt.classes))
+        ours, ref = ex.run_onnx(sess, waves), torch_logits(ckpt.model, waves)
+        assert ours.shape == (len(waves), len(ckpt.classes))
+        assert agreement(ours, ref) >= 0.9  # quantization moves a few near-ties
 
 
 def test_fp16_halves_the_cnn_weights(trained, clips):
