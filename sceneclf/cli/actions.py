@@ -18,7 +18,8 @@ from sceneclf.model.budget import Budget, Cost, count_params, summarize
 from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.search.record import StudyAttr
+from sceneclf.search.front import front_table
+from sceneclf.search.record import StudyAttr, trial_value
 from sceneclf.search.space import load_space
 from sceneclf.search.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
 from sceneclf.tasks.reference import Reference, fit_reference
@@ -155,6 +156,7 @@ class SearchRequest:
     progress: bool = True
     mlflow: bool = True
     jobs: int | str = 1
+    objectives: str = "accuracy"  # or accuracy,kb / accuracy,macs: a multi-objective study
 
 
 def resolve_tracking_uri(given: str | None, mlflow: bool) -> str | None:
@@ -170,8 +172,9 @@ def search_settings(req: SearchRequest) -> SearchSettings:
     return SearchSettings(
         study=req.study, storage=req.storage or DEFAULT_STORAGE,
         tracking_uri=resolve_tracking_uri(req.tracking_uri, req.mlflow),
-        sampler=req.sampler, pruner=req.pruner, epochs=req.epochs, seed=req.seed,
-        device=str(pick_device(req.device)), data=req.data)
+        sampler=req.sampler, pruner=req.pruner if req.objectives == "accuracy" else "none", epochs=req.epochs,
+        seed=req.seed, device=str(pick_device(req.device)), data=req.data,
+        objectives=tuple(req.objectives.split(",")))
 
 
 AUTO_MAX_JOBS = 4  # TPE learns from finished trials: more parallel workers sample more blindly
@@ -281,6 +284,8 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     reference = reference_for(prepared, req.seed, echo)
     echo(f"study {settings.study!r} in {settings.storage}; space {space.name}; "
          f"budget {describe_budget(space.budget)}")
+    if len(settings.objectives) > 1 and req.pruner != "none":
+        echo(f"objectives {req.objectives}: no pruning (Optuna cannot prune a multi-objective study)")
     jobs = resolve_jobs(req.jobs, settings.device, req.trials)
     threads = split_threads(jobs)
     if jobs > 1:
@@ -289,14 +294,16 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
                          jobs=jobs, worker_command=worker_command(req, settings, threads),
                          reference=reference.to_dict())
     echo(top_trials_table(outcome.study))
+    if len(settings.objectives) > 1:
+        echo(front_table(outcome.study))
     if outcome.stopped_because:
         echo(f"search stopped: {outcome.stopped_because}")
     if outcome.best is None:
         echo("no trial has finished within the budget yet")
     else:
-        echo(f"best: trial {outcome.best.number}, val_accuracy {outcome.best.value:.3f} "
+        echo(f"best: trial {outcome.best.number}, val_accuracy {trial_value(outcome.best):.3f} "
              f"vs bag-of-frames reference {reference.val_accuracy:.3f}")
-        if outcome.best.value <= reference.val_accuracy:
+        if trial_value(outcome.best) <= reference.val_accuracy:
             echo("the best trial is not above the bag-of-frames reference: on these data the CNNs found "
                  "so far have learnt no more than each clip's average spectrum")
         echo(f"best checkpoint: {outcome.best_checkpoint}")
@@ -336,7 +343,7 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     prepared = load_data(data_cfg, req.cache_dir, req.skip_bad, echo)
     best = retrain.best_trial_configs(study, len(prepared.classes), seed=req.seed, number=req.trial,
                                       max_kb=req.max_kb)
-    echo(f"trial {best.trial.number}: val_accuracy {best.trial.value:.3f}; params {best.trial.params}")
+    echo(f"trial {best.trial.number}: val_accuracy {trial_value(best.trial):.3f}; params {best.trial.params}")
     echo(summarize(best.configs.model, (best.configs.features.n_mels, prepared.frames)).format())
     ckpt, history = retrain.retrain(best, prepared, req.epochs, req.seed, str(pick_device(req.device)), echo)
     save_checkpoint(req.out, ckpt)

@@ -7,7 +7,7 @@ import click
 from sceneclf.cli.group import cli
 from sceneclf.cli.options import data_options, device_option, study_options
 from sceneclf.model import PRECISIONS
-from sceneclf.search import DEFAULT_PRUNER, PRUNERS, SAMPLERS
+from sceneclf.search import DEFAULT_PRUNER, OBJECTIVES, PRUNERS, SAMPLERS
 
 
 class JobsType(click.ParamType):
@@ -49,6 +49,10 @@ JOBS = JobsType()
               help="MACs of one forward pass per second of audio (overrides the space's).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Precision the model ships in, for --max-kb [default: the space's, else fp32].")
+@click.option("--objectives", type=click.Choice(OBJECTIVES), default="accuracy", show_default=True,
+              help="accuracy,kb or accuracy,macs: a multi-objective study (maximize accuracy, minimize kB at "
+                   "--precision or MACs per second; budget limits still apply) whose result is the "
+                   "accuracy-size Pareto front; unpruned, as Optuna cannot prune such studies.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS),
               default=DEFAULT_PRUNER, show_default=True,
@@ -65,12 +69,15 @@ JOBS = JobsType()
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow.")
 def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, storage, tracking_uri,
-           space, max_params, max_kb, max_macs_per_second, precision, sampler, pruner, epochs, seed, device, jobs, no_progress, no_mlflow) -> None:
+           space, max_params, max_kb, max_macs_per_second, precision, objectives, sampler, pruner, epochs, seed,
+           device, jobs, no_progress, no_mlflow) -> None:
     """Search CNNs under the budget with Optuna; track every trial in MLflow.
 
     Running the same command again resumes the same study.
 
     Example: sceneclf search --trials 50 --sampler tpe --pruner median
+
+    Example: sceneclf search --space dcase-low-complexity --objectives accuracy,kb --trials 60
     """
     from sceneclf.cli import actions
 
@@ -79,7 +86,7 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
         cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
         max_params=max_params, max_kb=max_kb, max_macs_per_second=max_macs_per_second, precision=precision,
         sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
-        progress=not no_progress, mlflow=not no_mlflow, jobs=jobs)
+        progress=not no_progress, mlflow=not no_mlflow, jobs=jobs, objectives=objectives)
     outcome = actions.search_command(req, echo=click.echo)
     if outcome.stopped_because:  # every recent trial failed: said why; scripts must notice
         click.get_current_context().exit(1)

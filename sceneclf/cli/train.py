@@ -83,6 +83,9 @@ def retrain_best(study, storage, tracking_uri, data, layout, fold, skip_bad, cac
     data, test it, register it in MLflow.
 
     Example: sceneclf retrain-best --study sceneclf --max-kb 64 --out model.pt
+
+    In a multi-objective study (search --objectives accuracy,kb) --max-kb picks the most accurate
+    point of the Pareto front within that size, and the default is the front's most accurate.
     """
     from sceneclf.cli import actions
 

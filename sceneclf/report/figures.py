@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 from optuna import visualization as ov
 from optuna.trial import TrialState
 
-from sceneclf.search.record import StudyAttr, TrialAttr, top_trials, trial_state, trial_value
+from sceneclf.search.front import SIZE_COLUMNS, front_trials
+from sceneclf.search.record import StudyAttr, StudyRecord, TrialAttr, top_trials, trial_state, trial_value
 
 STATE_COLOURS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "OVER_BUDGET": "#7f7f7f", "FAIL": "#d62728"}
 
@@ -36,17 +37,57 @@ def accuracy_vs_params(study: optuna.Study, max_params: int | None = None) -> go
     return fig
 
 
+def pareto_front(study: optuna.Study) -> go.Figure:
+    """Accuracy against the second objective (kB or MACs per second) of every trial that has
+    them: the Pareto front joined by a line, other complete trials, pruned and over-budget ones
+    greyed; the budget's limit on that axis dashed."""
+    record = StudyRecord.load(study)
+    size = record.objectives[1] if record and len(record.objectives) > 1 else "kb"
+    column = SIZE_COLUMNS[size]
+    front = front_trials(study)
+    on_front = {t.number for t in front}
+    fig = go.Figure()
+    for state, colour in STATE_COLOURS.items():
+        pts = [t for t in study.trials if trial_state(t) == state and t.number not in on_front
+               and column in t.user_attrs]
+        if pts:
+            fig.add_trace(go.Scatter(
+                x=[t.user_attrs[column] for t in pts], y=[0.0 if math.isnan(v) else v for v in map(trial_value, pts)],
+                mode="markers", name=state.lower(), text=[f"trial {t.number}" for t in pts],
+                marker={"color": colour if state == "COMPLETE" else "#c7c7c7", "size": 8}))
+    fig.add_trace(go.Scatter(
+        x=[t.values[1] for t in front], y=[t.values[0] for t in front], mode="lines+markers", name="Pareto front",
+        line={"shape": "hv", "color": "#d62728"}, marker={"size": 11, "symbol": "diamond"},
+        text=[f"trial {t.number}" for t in front]))
+    limit = None
+    if record is not None:
+        limit = record.budget.max_kb if size == "kb" else record.budget.max_macs_per_second
+    if limit is not None:
+        fig.add_vline(x=limit, line_dash="dash", line_color="black", annotation_text=f"budget {limit:,g}")
+    label = f"kB at {record.budget.precision if record else 'fp32'}" if size == "kb" else "MACs per second of audio"
+    fig.update_layout(title=f"Validation accuracy against {label}: the Pareto front", xaxis_title=label,
+                      yaxis_title="validation accuracy")
+    return fig
+
+
 def study_figures(study: optuna.Study, max_params: int | None = None) -> dict[str, go.Figure]:
     """The study's figures by name; those Optuna cannot draw yet (too few trials) are left out.
-    Where the study stores its bag-of-frames reference, accuracy figures draw it as a line."""
+    Where the study stores its bag-of-frames reference, accuracy figures draw it as a line. In a
+    multi-objective study Optuna's figures show the accuracy, and the Pareto front is added."""
+    target = {}
+    if len(study.directions) > 1:
+        target = {"target": lambda t: t.values[0], "target_name": "val_accuracy"}
     makers = {
-        "optimization_history": lambda: ov.plot_optimization_history(study),
-        "param_importances": lambda: ov.plot_param_importances(study),
-        "parallel_coordinate": lambda: ov.plot_parallel_coordinate(study),
-        "slice": lambda: ov.plot_slice(study),
+        "optimization_history": lambda: ov.plot_optimization_history(study, **target),
+        "param_importances": lambda: ov.plot_param_importances(study, **target),
+        "parallel_coordinate": lambda: ov.plot_parallel_coordinate(study, **target),
+        "slice": lambda: ov.plot_slice(study, **target),
         "intermediate_values": lambda: ov.plot_intermediate_values(study),
         "accuracy_vs_params": lambda: accuracy_vs_params(study, max_params),
     }
+    if target:  # nothing is reported per epoch in such a study: no intermediate values
+        del makers["intermediate_values"]
+        makers["pareto_front"] = lambda: pareto_front(study)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     reference = (study.user_attrs.get(StudyAttr.REFERENCE) or {}).get("reference_val_accuracy")
     figures = {}
@@ -78,6 +119,7 @@ FIGURE_TITLES = {
     "learning_curves": "Learning curves (pruned trials marked ×)",
     "accuracy_vs_params": "Accuracy against parameter count (budget line dashed)",
     "slice": "Validation accuracy against each parameter",
+    "pareto_front": "Accuracy against size: the Pareto front (budget line dashed)",
 }
 
 
@@ -202,6 +244,8 @@ def study_report_html(study: optuna.Study, settings: dict, figures: dict[str, go
         parts.append(f"<details><summary>search space file</summary><pre>{html.escape(space_text)}</pre></details>")
     parts += ["<h2>Top trials</h2>", html_table(top_trials_rows(study))]
     for name, title in FIGURE_TITLES.items():
+        if name == "pareto_front" and name not in figures:
+            continue  # a single-objective study has no front
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(fig_div(name, figures[name]) if name in figures else
                      "<p class='note'>not enough finished trials to draw this yet</p>")

@@ -22,7 +22,7 @@ from sceneclf.report.figures import (
     study_report_html,
     training_curves,
 )
-from sceneclf.search.record import StudyAttr, StudyRecord, best_feasible, trial_state
+from sceneclf.search.record import StudyAttr, StudyRecord, best_feasible, trial_state, trial_value
 from sceneclf.tracking.stores import check_store, mlflow_client
 
 
@@ -35,7 +35,7 @@ def study_settings(study: optuna.Study, storage_url: str) -> dict:
     settings = {
         "storage": storage_url,
         "trials": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none",
-        "best trial": f"#{best.number}: validation accuracy {best.value:.4f}" if best else "none yet",
+        "best trial": f"#{best.number}: validation accuracy {trial_value(best):.4f}" if best else "none yet",
         "best parameters": ", ".join(f"{k}={_short(v)}" for k, v in best.params.items()) if best else "–",
     }
     if record is not None:
@@ -49,6 +49,7 @@ def study_settings(study: optuna.Study, storage_url: str) -> dict:
             "epochs per trial": record.epochs,
             "sampler": record.sampler,
             "pruner": record.pruner,
+            "objectives": ", ".join(record.objectives),
             "data": record.data.data or "embedded synthetic data set",
             "data fingerprint": record.fingerprint,
         })

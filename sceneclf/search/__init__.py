@@ -6,3 +6,4 @@ DEFAULT_STORAGE = "sqlite:///studies/sceneclf.db"
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "percentile", "asha", "hyperband", "none")
 DEFAULT_PRUNER = "median"  # chosen by bench pruning (bench/RESULTS.md)
+OBJECTIVES = ("accuracy", "accuracy,kb", "accuracy,macs")  # --objectives: one study, or a front

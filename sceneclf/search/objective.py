@@ -41,8 +41,9 @@ class Objective:
     seed: int = 0
     device: str = "cpu"
     epochs: int | None = None
+    objectives: tuple[str, ...] = ("accuracy",)  # more than one: (accuracy, kb or macs), unpruned
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
             return self._run(trial)
         except optuna.TrialPruned:
@@ -90,6 +91,8 @@ class Objective:
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             self.tracker.log_metrics(run_id, metrics, step=epoch)
+            if len(self.objectives) > 1:
+                return  # Optuna can neither take reports nor prune in a multi-objective study
             trial.report(metrics["val_accuracy"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
@@ -112,6 +115,9 @@ class Objective:
         trial.set_user_attr(TrialAttr.EPOCHS_RUN, result.epochs_run)
         trial.set_user_attr(TrialAttr.VAL_LOSS, result.best_val_loss)
         self._finish(trial, run_id, cfgs, model.cpu(), result)
+        if len(self.objectives) > 1:
+            return tuple(value if name == "accuracy" else {"kb": cost.kb, "macs": cost.macs_per_second}[name]
+                         for name in self.objectives)
         return value
 
     def _deploy_accuracy(self, trial: optuna.Trial, run_id: str | None, model, result) -> float:

@@ -61,6 +61,7 @@ class StudyRecord:
     fingerprint: str
     sampler: str
     pruner: str
+    objectives: tuple[str, ...] = ("accuracy",)  # `OBJECTIVES` keys; records written before it hold accuracy only
     version: int = RECORD_VERSION
 
     def to_attr(self) -> dict[str, Any]:
@@ -75,7 +76,8 @@ class StudyRecord:
                               f"this one reads {RECORD_VERSION}); use the sceneclf version that made it")
         try:
             return cls(**{**raw, "version": version, "budget": Budget(**raw["budget"]),
-                          "data": DataConfig(**raw["data"])})
+                          "data": DataConfig(**raw["data"]),
+                          "objectives": tuple(raw.get("objectives", cls.objectives))})
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"study {study_name!r}: its stored settings are unreadable ({exc})") from None
 
@@ -95,14 +97,27 @@ class StudyRecord:
     def flat(self) -> dict[str, Any]:
         """Flat MLflow params of the study's parent run."""
         out = {"space": self.space_name, "epochs": self.epochs, "fingerprint": self.fingerprint,
-               "sampler": self.sampler, "pruner": self.pruner}
+               "sampler": self.sampler, "pruner": self.pruner, "objectives": ",".join(self.objectives)}
         out.update({f"budget.{k}": v for k, v in asdict(self.budget).items()})
         out.update({f"data.{k}": v for k, v in asdict(self.data).items()})
         return out
 
 
+#: What a study may optimize: the name Optuna labels it with and its direction.
+OBJECTIVES = {"accuracy": ("val_accuracy", "maximize"), "kb": ("kb", "minimize"),
+              "macs": ("macs_per_second", "minimize")}
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
 def best_feasible(study: optuna.Study) -> FrozenTrial | None:
-    """The best completed trial within budget, or None."""
+    """The best completed trial within budget, or None; in a multi-objective study the most
+    accurate trial of the Pareto front (the smaller on a tie)."""
+    if is_multi_objective(study):
+        front = study.best_trials
+        return max(front, key=lambda t: (t.values[0], -t.values[1])) if front else None
     try:
         return study.best_trial
     except ValueError:
@@ -114,9 +129,10 @@ def count_finished(study: optuna.Study) -> int:
 
 
 def trial_value(t: FrozenTrial) -> float:
-    """The trial's value, or its last reported one (pruned), or NaN."""
-    if t.value is not None:
-        return t.value
+    """The trial's value (its accuracy, first in a multi-objective study too), or its last
+    reported one (pruned), or NaN."""
+    if t.values:
+        return t.values[0]
     if t.intermediate_values:
         return t.intermediate_values[max(t.intermediate_values)]
     return math.nan

@@ -16,7 +16,14 @@ from sceneclf.errors import ConfigError
 from sceneclf.model.budget import Budget
 from sceneclf.model.checkpoint import Checkpoint
 from sceneclf.model.quantize import calibration_batches, to_precision
-from sceneclf.search.record import StudyAttr, StudyRecord, TrialAttr, best_feasible, trial_value
+from sceneclf.search.record import (
+    StudyAttr,
+    StudyRecord,
+    TrialAttr,
+    best_feasible,
+    is_multi_objective,
+    trial_value,
+)
 from sceneclf.search.space import TrialConfigs, parse_space, sample
 from sceneclf.train import score, train_model
 
@@ -36,7 +43,8 @@ def stored_data_config(study: optuna.Study) -> DataConfig:
 
 def choose_trial(study: optuna.Study, number: int | None = None, max_kb: float | None = None) -> optuna.trial.FrozenTrial:
     """Trial `number`, or the most accurate complete trial within `max_kb` of parameter memory
-    (at the study's precision), or the best feasible trial."""
+    (at the study's precision; in a multi-objective study, of the Pareto front: the smaller on a
+    tie), or the best feasible trial (`best_feasible`)."""
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
             and not t.user_attrs.get(TrialAttr.OVER_BUDGET)]
     if number is not None:
@@ -46,12 +54,13 @@ def choose_trial(study: optuna.Study, number: int | None = None, max_kb: float |
                               f"{study.study_name!r} (those are: {', '.join(str(t.number) for t in done) or 'none'})")
         return chosen[0]
     if max_kb is not None:
-        fits = [t for t in done if t.user_attrs.get(TrialAttr.KB, math.inf) <= max_kb]
+        candidates = study.best_trials if is_multi_objective(study) else done
+        fits = [t for t in candidates if t.user_attrs.get(TrialAttr.KB, math.inf) <= max_kb]
         if not fits:
             smallest = min((t.user_attrs.get(TrialAttr.KB, math.inf) for t in done), default=math.inf)
             raise ConfigError(f"--max-kb {max_kb:g}: no complete trial of study {study.study_name!r} fits "
                               f"(the smallest takes {smallest:,.1f} kB)")
-        return max(fits, key=lambda t: t.value)
+        return max(fits, key=lambda t: (trial_value(t), -t.user_attrs[TrialAttr.KB]))
     best = best_feasible(study)
     if best is None:
         raise ConfigError(f"study {study.study_name!r} has no finished trial within the budget yet; "
