@@ -26,14 +26,17 @@ from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError, first_line
 from sceneclf.report.figures import figure_html, study_figures
 from sceneclf.search import DEFAULT_PRUNER, DEFAULT_STORAGE
+from sceneclf.search.front import front_rows
 from sceneclf.search.objective import Objective
 from sceneclf.search.record import (
     FINISHED,
+    OBJECTIVES,
     StudyAttr,
     StudyRecord,
     TrialAttr,
     best_feasible,
     count_finished,
+    is_multi_objective,
     top_trials,
     trial_state,
     trial_value,
@@ -44,7 +47,6 @@ from sceneclf.search.space import SearchSpace, parse_space
 from sceneclf.search.storage import make_pruner, make_sampler, open_storage
 from sceneclf.tracking.tracker import Tracker, open_tracker
 
-METRIC_NAMES = ("val_accuracy",)
 WAIT_SECONDS = 2.0  # how often a worker whose target is committed checks on the others' trials
 
 
@@ -60,23 +62,25 @@ class SearchSettings:
     device: str = "cpu"
     checkpoint_dir: Path = Path("studies/checkpoints")
     data: DataConfig = field(default_factory=DataConfig)
+    objectives: tuple[str, ...] = ("accuracy",)  # `record.OBJECTIVES` keys, accuracy first
 
 
 def study_record(settings: SearchSettings, space: SearchSpace, fingerprint: str) -> StudyRecord:
     return StudyRecord(space_name=space.name, space_text=space.text, budget=space.budget,
                        epochs=settings.epochs or space.epochs, data=settings.data, fingerprint=fingerprint,
-                       sampler=settings.sampler, pruner=settings.pruner)
+                       sampler=settings.sampler, pruner=settings.pruner, objectives=settings.objectives)
 
 
 def open_study(settings: SearchSettings, sampler_seed: int, epochs: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)
     try:
+        names, directions = zip(*(OBJECTIVES[o] for o in settings.objectives))
         study = optuna.create_study(
-            study_name=settings.study, storage=storage, direction="maximize", load_if_exists=True,
+            study_name=settings.study, storage=storage, directions=list(directions), load_if_exists=True,
             sampler=make_sampler(settings.sampler, sampler_seed), pruner=make_pruner(settings.pruner, epochs))
         if study.metric_names is None:  # optuna-dashboard and optuna.visualization label the axis with it
-            study.set_metric_names(list(METRIC_NAMES))
+            study.set_metric_names(list(names))
         return study
     except ConfigError:
         raise
@@ -91,6 +95,9 @@ def check_record(study: optuna.Study, record: StudyRecord) -> None:
     if old is None:
         study.set_user_attr(StudyAttr.RECORD, record.to_attr())
         return
+    if old.objectives != record.objectives:
+        raise ConfigError(f"--study {study.study_name}: exists with objectives {','.join(old.objectives)}; "
+                          f"use another --study name or --objectives {','.join(old.objectives)}")
     if old.space_text != record.space_text or old.budget != record.budget:
         raise ConfigError(f"--study {study.study_name}: exists with a different search space or budget "
                           f"({old.space_name}); use another --study name or the same --space")
@@ -185,6 +192,8 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
         figures = study_figures(study, space.budget.max_params)
         if parent is not None:
             tracker.log_figures(parent, {k: figure_html(f, offline=True) for k, f in figures.items()})
+            if is_multi_objective(study):
+                tracker.log_table(parent, front_rows(study), "pareto_front.json")
             tracker.end_parent(parent, status)
     outcome.figures = figures
     outcome.experiment_id = tracker.experiment_id
@@ -197,7 +206,8 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
     """Run trials in this process until the study has `target` finished or pruned trials."""
     objective = Objective(data, space, space.budget, settings.study, tracker, parent,
                           settings.checkpoint_dir / settings.study, seed=settings.seed,
-                          device=settings.device, epochs=StudyRecord.require(study).epochs)
+                          device=settings.device, epochs=StudyRecord.require(study).epochs,
+                          objectives=StudyRecord.require(study).objectives)
     # Trial checkpoints a killed process left aside: the best one becomes best.pt, others go.
     promote_pending(study, objective.checkpoint_dir, tracker, parent)
     sweep_stale(objective.checkpoint_dir)
@@ -247,7 +257,8 @@ def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], Pr
         raise ConfigError(f"--study {settings.study}: no sceneclf study of that name in {settings.storage}; "
                           "start it with `sceneclf search` first")
     space = parse_space(record.space_text, record.space_name)
-    settings = replace(settings, sampler=record.sampler, pruner=record.pruner, epochs=record.epochs)
+    settings = replace(settings, sampler=record.sampler, pruner=record.pruner, epochs=record.epochs,
+                       objectives=record.objectives)
     prepared = prepare_data(data or record.data)
     if prepared.fingerprint != record.fingerprint:
         raise ConfigError(f"--study {settings.study}: this machine's data differ from the study's "
@@ -298,7 +309,7 @@ class _progress_bar:
         self.bar.refresh()
         best = best_feasible(study)
         if best is not None:
-            self.bar.set_postfix_str(f"best {best.value:.3f} (trial {best.number})")
+            self.bar.set_postfix_str(f"best {trial_value(best):.3f} (trial {best.number})")
 
     def close(self) -> None:
         self.bar.close()

@@ -27,6 +27,7 @@ class Tracker(Protocol):
     def set_best(self, parent_id: str, trial_number: int, trial_run_id: str, checkpoint: Path,
                  params: dict[str, Any], metrics: dict[str, float]) -> str | None: ...
     def log_figures(self, run_id: str | None, figures: dict[str, str]) -> None: ...
+    def log_table(self, run_id: str | None, rows: list[dict[str, Any]], name: str) -> None: ...
     def start_trial(self, parent_id: str | None, study: str, number: int, params: dict[str, Any],
                     sizes: dict[str, float]) -> str | None: ...
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int = 0) -> None: ...
@@ -52,6 +53,9 @@ class NullTracker:
         return None
 
     def log_figures(self, run_id, figures) -> None:
+        pass
+
+    def log_table(self, run_id, rows, name) -> None:
         pass
 
     def start_trial(self, parent_id, study, number, params, sizes) -> None:
@@ -148,6 +152,11 @@ class MlflowTracker:
         """Plotly figures as self-contained HTML artifacts under figures/."""
         for name, html in figures.items():
             self.client.log_text(run_id, html, f"figures/{name}.html")
+
+    def log_table(self, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
+        """Rows of equal keys as an MLflow table artifact `name` (JSON, shown in the UI)."""
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        self.client.log_table(run_id, {c: [r.get(c) for r in rows] for c in columns}, name)
 
     # -- one run per trial -----------------------------------------------------------------
     def start_trial(self, parent_id: str, study: str, number: int, params: dict[str, Any],
