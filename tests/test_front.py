@@ -130,3 +130,21 @@ def test_a_record_from_before_objectives_reads_as_accuracy(front_study):
     raw = dict(front_study["study"].user_attrs["sceneclf"])
     del raw["objectives"]
     assert StudyRecord.from_attr(raw, "f").objectives == ("accuracy",)
+
+
+def test_accuracy_against_macs_per_second(tiny_data, tmp_path, monkeypatch):
+    from conftest import TINY_SPACE
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    res = CliRunner().invoke(cli, ["search", "--trials", "1", "--epochs", "1", "--data", str(tiny_data), "--space",
+                                   "tiny.toml", "--objectives", "accuracy,macs", "--pruner", "none", "--jobs", "1",
+                                   "--no-progress", "--no-mlflow", "--device", "cpu", "--study", "m", "--storage",
+                                   storage], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="m", storage=storage)
+    assert study.metric_names == ["val_accuracy", "macs_per_second"]
+    (t,) = complete(study)
+    assert t.values[1] == t.user_attrs["macs_per_second"] and front_trials(study) == [t]
+    assert "no pruning" not in res.output  # --pruner none asked for nothing to drop
