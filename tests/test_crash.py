@@ -3,7 +3,7 @@
 One study is killed four times in a row, each time at a different moment, and the same command
 is run again after each kill:
 
-1. while the waveform/mel cache is written (fresh cache folder; a cache file half written),
+1. while the mel store is written (fresh cache folder; a clip half appended),
 2. while MLflow stores the study's new best checkpoint (half copied into the artifact store),
    just after the first trial was recorded,
 3. in the middle of an epoch of the next trial,
@@ -22,6 +22,7 @@ and belong to the study's best trial; the storage opens; no cache entry is corru
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -36,7 +37,9 @@ from mlflow.tracking import MlflowClient
 from mlflow_store import mlflow_template  # noqa: F401  (fixture)
 from optuna.trial import TrialState
 
+from sceneclf.data.store import MelStore
 from sceneclf.model.checkpoint import load_checkpoint
+from sceneclf.model.frontend import FeatureConfig
 
 HOOK = r'''
 import os, time
@@ -61,18 +64,15 @@ if _spec:
         time.sleep(600)
 
     if _phase == "cache":
-        import io
-        import numpy as np
-        _real_save = np.save
+        import sceneclf.data.store as _store
+        _real_write = _store.write_block
 
-        def _save(file, arr, *a, **k):
-            if hasattr(file, "write") and _due():
-                buf = io.BytesIO()
-                _real_save(buf, arr, *a, **k)
-                _half(buf.getvalue(), file)
+        def _write_block(f, data):
+            if _due():
+                _half(bytes(data), f)
                 _pause()
-            return _real_save(file, arr, *a, **k)
-        np.save = _save
+            return _real_write(f, data)
+        _store.write_block = _write_block
     elif _phase == "epoch":
         import sceneclf.train as _train
         _real_batches = _train.batches
@@ -205,9 +205,24 @@ def finished_values(study: optuna.Study) -> dict[int, float]:
 
 
 def check_cache(ctx) -> None:
-    """Every cache entry where a reader looks (*.npy) is whole."""
+    """Every cache entry where a reader looks is whole: each *.npy, and each mel store's index
+    with the data it points at."""
     for f in (ctx["dir"] / "cache").rglob("*.npy"):
         np.load(f, allow_pickle=False)
+    for index in (ctx["dir"] / "cache").rglob("index.json"):
+        store = MelStore(index.parent, FeatureConfig().n_mels).load()
+        assert not store.rebuilt and len(store) > 0
+        assert all(np.isfinite(store.mel(k).numpy()).all() for k in store.clips)
+
+
+def torn_store(ctx) -> bool:
+    """A mel store was killed mid-append: data past what its index (if any yet) commits."""
+    for data in (ctx["dir"] / "cache").rglob("mels.f32"):
+        index = data.parent / "index.json"
+        committed = json.loads(index.read_text())["length"] * 4 if index.exists() else 0
+        if data.stat().st_size > committed:
+            return True
+    return False
 
 
 def check_best(ctx, study: optuna.Study) -> None:
@@ -244,10 +259,10 @@ def running(study: optuna.Study) -> list[int]:
 
 def test_sigkill_at_four_moments_then_resume(crash_env):
     ctx = crash_env
-    # 1. Killed while the cache is written (the 40th .npy half written): no study yet.
+    # 1. Killed while the mel store is written (the 40th clip half appended): no study yet.
     run(ctx, "cache:40")
     check_cache(ctx)
-    assert list((ctx["dir"] / "cache").rglob("*.tmp")), "the hook should have left a half-written temporary"
+    assert torn_store(ctx), "the hook should have left a half-appended store"
     assert not (ctx["dir"] / "studies" / "crash.db").exists() or not load(ctx).trials
 
     # 2. Run again; killed while MLflow stores trial 0's checkpoint as the study's best, after

@@ -1,28 +1,33 @@
-"""From a data set on disk to in-memory mel spectrograms per split, computed once and cached.
+"""From a data set on disk to mel spectrograms per split, computed once into one shared store.
 
-    Manifest --WaveformCache--> waveforms --mel (STFT, once)--> mel cache --> MelSet per split
+    Manifest --decode, resample, mel (worker processes)--> MelStore --> MelSet per split
 
-A second run decodes nothing and computes no STFT: both caches are keyed by each file's identity
-and the settings that shape them. Epochs then cost model time only.
+A second run decodes nothing and computes no STFT: the store is keyed by the data set and the
+settings that shape the mels, each clip in it by its file's identity, and a new file is appended.
+Every process that trains maps the same store. Epochs then cost model time only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from sceneclf.atomic import sweep_stale
-from sceneclf.data.audio import AudioConfig, WaveformCache, atomic_save, file_key, load_cached
+from sceneclf.data.audio import AudioConfig
 from sceneclf.data.manifest import Manifest, load_manifest
 from sceneclf.data.melset import MelSet
+from sceneclf.data.pool import ProgressLine, auto_workers, compute_mels, requested_workers
+from sceneclf.data.store import STORE_VERSION, MelStore
 from sceneclf.data.synth import SynthConfig, default_dataset
 from sceneclf.errors import ConfigError, DataError
-from sceneclf.model.frontend import FeatureConfig, FrontEnd
+from sceneclf.model.frontend import FeatureConfig
 
 
 def default_cache_dir() -> Path:
@@ -52,6 +57,7 @@ class PreparedData:
     frames: int  # crop length in STFT frames
     skipped: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    computed: int = 0  # clips decoded and added to the store by this call
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -67,11 +73,16 @@ def resolve_data(cfg: DataConfig, cache_dir: Path) -> Path:
 
 
 def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_dir: Path,
-            skip_bad: bool = False, progress: Callable[[int, int], None] | None = None) -> PreparedData:
-    """Load the manifest, decode (cached) and compute mel spectrograms (cached) for every clip.
+            skip_bad: bool = False, progress: Callable[[int, int], None] | None = None,
+            workers: int | None = None, waves: bool = False) -> PreparedData:
+    """Load the manifest and the mel spectrogram of every clip from the data set's store, first
+    computing (in `workers` processes) those it lacks.
 
     A file that cannot be decoded raises DataError naming it, unless `skip_bad`: then it is
-    dropped and listed in `skipped`.
+    dropped and listed in `skipped`. `workers` None: `$SCENECLF_PREP_WORKERS`, else the cores
+    (fewer for a few clips).
+    `progress(done, total)` follows the clips computed; None: a line on stderr when it is a
+    terminal. `waves`: also cache the decoded waveforms (one .npy per clip).
     """
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -84,32 +95,55 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
                              test_fraction=cfg.test_fraction, seed=cfg.split_seed)
     if audio.sample_rate != features.sample_rate:
         raise DataError(f"audio rate {audio.sample_rate} differs from the feature rate {features.sample_rate}")
-    waves = WaveformCache(cache_dir, audio)
     mel_settings = (asdict(audio), features.n_fft, features.hop_length, features.n_mels)
-    frontend = FrontEnd(features).eval()
+    store_key = hashlib.sha1(repr((STORE_VERSION, str(manifest.root), mel_settings)).encode()).hexdigest()
+    store = MelStore(Path(cache_dir) / "mels" / store_key[:16], features.n_mels).load()
+    keys = [clip_key(clip.path) for clip in manifest.clips]
+    errors: dict[int, str] = {}
+    computed = 0
+    if any(k not in store for k in keys):
+        with store.appending() as appender:  # re-reads the index under the lock
+            todo = [i for i, k in enumerate(keys) if k not in store]
+            if todo:
+                n = workers or requested_workers() or auto_workers(len(todo))
+                if progress is None and sys.stderr.isatty():
+                    progress = ProgressLine(sys.stderr)
+                paths = [manifest.clips[i].path for i in todo]
+                results = compute_mels(paths, audio, features, n, Path(cache_dir) if waves else None, progress)
+                with closing(results):
+                    for j, result in results:
+                        if isinstance(result, str):
+                            if not skip_bad:
+                                raise DataError(result)
+                            errors[todo[j]] = result
+                        else:
+                            appender.add(keys[todo[j]], result)
+                computed = appender.added
     index = {c: i for i, c in enumerate(manifest.classes)}
     per_split: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
-    skipped: list[str] = []
     digest = hashlib.sha1(repr(mel_settings).encode())
-    for n, clip in enumerate(manifest.clips, 1):
-        try:
-            mel = _cached_mel(clip.path, waves, frontend, mel_settings, cache_dir)
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            skipped.append(str(exc))
+    for i, (clip, key) in enumerate(zip(manifest.clips, keys)):
+        if i in errors:
             continue
+        mel = store.mel(key)
         mels, labels = per_split[clip.split or "train"]
         mels.append(mel)
         labels.append(index[clip.label])
         digest.update(repr((clip.path.name, clip.label, clip.split, clip.group, tuple(mel.shape))).encode())
-        if progress is not None:
-            progress(n, len(manifest.clips))
     splits = {s: MelSet(m, torch.tensor(l, dtype=torch.long)) for s, (m, l) in per_split.items()}
     if len(splits["train"]) == 0:
         raise DataError(f"{root}: no usable training clips")
-    return PreparedData(manifest, splits, features.frames(audio.clip_samples), skipped,
-                        digest.hexdigest()[:16])
+    return PreparedData(manifest, splits, features.frames(audio.clip_samples), [errors[i] for i in sorted(errors)],
+                        digest.hexdigest()[:16], computed)
+
+
+def clip_key(path: Path) -> str:
+    """A clip's key in its store: the file's identity (resolved path, size, modification time)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    return hashlib.sha1(repr((str(path.resolve()), st.st_size, st.st_mtime_ns)).encode()).hexdigest()[:24]
 
 
 def check_trainable(data: PreparedData) -> None:
@@ -127,17 +161,3 @@ def check_trainable(data: PreparedData) -> None:
     if len(data.splits["val"]) == 0:
         raise DataError(f"{root}: the validation split is empty (a class needs clips from at least 2 "
                         "recording groups, or give a split column)")
-
-
-def _cached_mel(path: Path, waves: WaveformCache, frontend: FrontEnd, settings: tuple,
-                cache_dir: Path) -> torch.Tensor:
-    key = file_key(path, "mel", settings)
-    target = cache_dir / "mel" / key[:2] / f"{key}.npy"
-    cached = load_cached(target)
-    if cached is not None and cached.ndim == 2:
-        return torch.from_numpy(cached)
-    wave = torch.from_numpy(waves.load(path))
-    with torch.inference_mode():
-        mel = frontend.mel_power(wave.unsqueeze(0))[0].contiguous()
-    atomic_save(mel.numpy(), target)
-    return mel
