@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import click
@@ -30,7 +31,8 @@ def parse_widths(ctx, param, value: str | None):
 
 
 def data_options(f):
-    """--data, --layout, --fold, --skip-bad, --cache-dir."""
+    """--data, --layout, --fold, --skip-bad, --cache-dir, --prep-workers (passed on in the
+    environment, as SCENECLF_PREP_WORKERS)."""
     @click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
                   help="Data set folder or CSV manifest (default: the embedded synthetic data set).")
     @click.option("--layout", type=click.Choice(LAYOUTS),
@@ -40,8 +42,13 @@ def data_options(f):
     @click.option("--skip-bad", is_flag=True, help="Drop unreadable audio files with a warning.")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                   envvar="SCENECLF_CACHE", help="Cache folder [env SCENECLF_CACHE; default ~/.cache/sceneclf].")
+    @click.option("--prep-workers", type=click.IntRange(1), default=None, envvar="SCENECLF_PREP_WORKERS",
+                  help="Processes that decode audio and compute mels for clips not cached yet "
+                       "[env SCENECLF_PREP_WORKERS; default: the cores].")
     @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, prep_workers, **kwargs):
+        if prep_workers is not None:  # read by prepare(), here and in every --jobs worker it starts
+            os.environ["SCENECLF_PREP_WORKERS"] = str(prep_workers)
         return f(*args, **kwargs)
     return wrapper
 
