@@ -42,10 +42,10 @@ from sceneclf.data.manifest import load_manifest
 from sceneclf.data.prepare import DataConfig, resolve_data
 from sceneclf.echo import Echo
 from sceneclf.errors import ConfigError, DataError, first_line
+from sceneclf.model import PRECISIONS
 from sceneclf.model.checkpoint import Checkpoint
 from sceneclf.model.cnn import SceneClassifier
 
-PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx",)
 CALIBRATION_CLIPS = 64  # training clips that set int8 activation ranges
 MIN_AGREEMENT = 0.99  # an fp32 file below this agreement with PyTorch is refused
@@ -225,11 +225,13 @@ def weight_bytes(proto) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer if t.name.startswith("cnn."))
 
 
-def session(path_or_bytes):
+def session(path_or_bytes, threads: int = 0):
+    """An ONNX Runtime CPU session of a file or serialized model (`threads` 0: ONNX Runtime's choice)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes,
                                 options, providers=["CPUExecutionProvider"])
 
