@@ -4,8 +4,13 @@ store rebuilt, and no waveform cache unless asked. Real WAV files, real worker p
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ from click.testing import CliRunner
 
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
+from sceneclf.data.pool import ProgressLine
 from sceneclf.data.prepare import DataConfig, PreparedData, prepare
 from sceneclf.errors import DataError
 from sceneclf.model.frontend import FeatureConfig
@@ -52,9 +58,17 @@ def add_clip(root: Path, name: str, wave: np.ndarray) -> None:
     sf.write(root / name, wave.astype(np.float32), RATE, subtype="PCM_16")
 
 
-def test_two_workers_give_the_same_bytes_as_one(tiny_data, tmp_path):
+@pytest.mark.parametrize("other_thread", [False, True], ids=["fork", "fork server (another thread runs)"])
+def test_two_workers_give_the_same_bytes_as_one(tiny_data, tmp_path, other_thread):
     one = run(tiny_data, tmp_path / "one", workers=1)
-    two = run(tiny_data, tmp_path / "two", workers=2)
+    stop = threading.Event()
+    waiting = threading.Thread(target=stop.wait)
+    if other_thread:  # forking beside a live thread is unsafe: the workers come from a fork server
+        waiting.start()
+    try:
+        two = run(tiny_data, tmp_path / "two", workers=2)
+    finally:
+        stop.set()
     assert one.computed == two.computed == len(one.manifest.clips)
     assert one.fingerprint == two.fingerprint
     assert [m.tobytes() for m in all_mels(one)] == [m.tobytes() for m in all_mels(two)]
@@ -170,3 +184,33 @@ def test_waveform_cache_only_when_asked_and_old_caches_ignored(tmp_path):
     with_waves = run(data, tmp_path / "cache2", workers=1, waves=True)
     assert with_waves.computed == 12
     assert len(list((tmp_path / "cache2" / "wave").rglob("*.npy"))) == 12
+
+
+def test_two_processes_preparing_one_store_at_once_add_each_clip_once(tiny_data, tmp_path):
+    """Two `prepare` processes on one cold store: one computes while the other waits for the lock,
+    then finds every clip there."""
+    code = ("import sys; from pathlib import Path; from sceneclf.data.audio import AudioConfig; "
+            "from sceneclf.data.prepare import DataConfig, prepare; from sceneclf.model.frontend import FeatureConfig; "
+            "p = prepare(DataConfig(data=sys.argv[1]), AudioConfig(), FeatureConfig(), Path(sys.argv[2]), workers=1); "
+            "print(p.computed, p.fingerprint)")
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tiny_data), str(cache)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(int(o[0]) for o in outs) == [0, 90] and outs[0][1] == outs[1][1]
+    index = json.loads((store_dir(cache) / "index.json").read_text())
+    assert len(index["clips"]) == 90
+    assert index["length"] == sum(t for _, t in index["clips"].values()) * 40
+    assert (store_dir(cache) / "mels.f32").stat().st_size == index["length"] * 4
+
+
+def test_progress_line_shows_clips_per_second_and_time_left():
+    out = io.StringIO()
+    line = ProgressLine(out)
+    line.t0 -= 2.0  # as if started two seconds ago
+    line(50, 200)
+    line(200, 200)
+    first, last = out.getvalue().split("\r")[1:]
+    assert re.fullmatch(r"preparing: 50/200 clips, 2\d clips/s, \d s left\x1b\[K", first)
+    assert re.fullmatch(r"preparing: 200/200 clips, \d+ clips/s\x1b\[K\n", last)
