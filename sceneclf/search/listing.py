@@ -8,7 +8,7 @@ from datetime import datetime
 
 import optuna
 
-from sceneclf.search.record import StudyRecord, best_feasible, trial_state
+from sceneclf.search.record import StudyRecord, best_feasible, trial_state, trial_value
 from sceneclf.search.storage import check_storage, open_storage
 
 STATES = ("COMPLETE", "PRUNED", "OVER_BUDGET", "FAIL", "RUNNING", "WAITING")
@@ -42,9 +42,9 @@ def list_studies(storage_url: str) -> list[StudyRow]:
         for t in trials:
             counts[trial_state(t)] = counts.get(trial_state(t), 0) + 1
         times = [d for t in trials for d in (t.datetime_complete, t.datetime_start) if d is not None]
-        best = best_feasible(study) if study.directions and len(study.directions) == 1 else None
+        best = best_feasible(study)  # a multi-objective study's: its front's most accurate trial
         record = StudyRecord.load(study)
-        rows.append(StudyRow(summary.study_name, counts, best.value if best else None,
+        rows.append(StudyRow(summary.study_name, counts, trial_value(best) if best else None,
                              best.number if best else None, max(times) if times else None,
                              record.space_name if record else None))
     return rows
