@@ -169,3 +169,17 @@ def test_unexportable_model_is_one_line():
     with pytest.raises(ConfigError, match="cannot be exported to ONNX") as info:
         ex.to_onnx(model)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_export_an_mlflow_model_by_uri(retrained_study, tmp_path, monkeypatch):
+    s = retrained_study
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["export", s["model_uri"], "--tracking-uri", s["tracking"], "--data", str(s["data"]),
+                                   "--check-clips", "10"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "sceneclf-1-fp32.onnx"  # named after the URI
+    assert f"onnx: {out}" in res.output
+    ckpt = load_checkpoint(s["checkpoint"])  # the same weights as the registered model
+    waves = np.random.default_rng(0).normal(0, 0.1, (3, 40000)).astype(np.float32)
+    np.testing.assert_allclose(ex.run_onnx(ex.session(out), waves), torch_logits(ckpt.model, waves), atol=1e-4, rtol=1e-4)
