@@ -1,9 +1,9 @@
 """Decoding, resampling and mel computation of many clips, in worker processes.
 
 Each worker runs one torch thread and builds its front end once; clips go out in small chunks
-and come back as arrays, or as the one-line error of a file that cannot be used. The same
-computation runs in this process when one worker is asked for, so results never depend on how
-many processes made them.
+and come back as arrays, or as the one-line error of a file that cannot be used. The calling
+process is one of the workers (it computes while the others start) and runs one torch thread
+too, so results never depend on how many processes made them.
 """
 
 from __future__ import annotations
