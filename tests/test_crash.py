@@ -7,7 +7,8 @@ is run again after each kill:
 2. while MLflow stores the study's new best checkpoint (half copied into the artifact store),
    just after the first trial was recorded,
 3. in the middle of an epoch of the next trial,
-4. while that trial's retry writes its checkpoint (the file half written).
+4. while that trial's retry writes its checkpoint (the file half written), after both epochs
+   (and their training states) were written.
 
 The moment is made exact by a `sitecustomize` hook on the child's PYTHONPATH: at the chosen
 call it writes the first half of the file, drops a marker file and sleeps; the test sees the
@@ -282,8 +283,9 @@ def test_sigkill_at_four_moments_then_resume(crash_env):
     assert finished_values(study) == done and running(study) == [1]
     check_best(ctx, study)
 
-    # 4. Run again: trial 1 is failed and queued again; killed while the retry's checkpoint is written.
-    run(ctx, "checkpoint:1")
+    # 4. Run again: trial 1 is failed and queued again; killed while the retry's checkpoint is written
+    #    (the third torch.save: the training states after epochs 1 and 2 come first).
+    run(ctx, "checkpoint:3")
     study = load(ctx)
     assert finished_values(study) == done
     retry = check_recovered(ctx, study, 1)
@@ -298,6 +300,7 @@ def test_sigkill_at_four_moments_then_resume(crash_env):
     retry = check_recovered(ctx, study, retry)
     final = study.trials[retry]
     assert final.state == TrialState.COMPLETE and final.params == study.trials[1].params
+    assert final.user_attrs["resumed_from_epoch"] == 2  # its training state held both epochs
     values = finished_values(study)
     assert {k: values[k] for k in done} == done and len(values) == len(done) + 2
     assert not running(study) and not [t for t in study.trials if t.state == TrialState.WAITING]

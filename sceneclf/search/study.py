@@ -133,14 +133,43 @@ class Stop:
 
 
 def committed(study: optuna.Study) -> int:
-    """Trials finished or pruned, plus those running now: in any worker where heartbeats tell a
-    dead machine's trial, else only on this machine (whose dead processes' trials are recovered)."""
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    """Trials finished or pruned, plus those queued or running now: in any worker where heartbeats
+    tell a dead machine's trial, else only on this machine (whose dead processes' trials are
+    recovered)."""
+    return len(_committed_trials(study))
+
+
+def _committed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
     if not is_heartbeat_enabled(study._storage):
         host = socket.gethostname()
         trials = [t for t in trials if t.state != TrialState.RUNNING
                   or str(t.user_attrs.get(TrialAttr.WORKER, "")).rpartition(":")[0] == host]
-    return len(trials)
+    return trials
+
+
+def _queued(t: optuna.trial.FrozenTrial) -> bool:
+    """A retry or an enqueued trial, rather than one the sampler made up."""
+    return "fixed_params" in t.system_attrs or "failed_trial" in t.system_attrs or TrialAttr.RETRY_OF in t.user_attrs
+
+
+class SurplusTrialError(RuntimeError):
+    """Two workers asked for a trial at once and one of them was not needed."""
+
+
+def guarded(objective: Callable[[optuna.Trial], object], study: optuna.Study, target: int):
+    """`objective`, except that a trial the sampler made up fails at once when the others already
+    make the target (queued trials count first, then made-up ones by number): a worker may take
+    a new trial while another takes the last retry."""
+    def run(trial: optuna.Trial):
+        trials = _committed_trials(study)
+        mine = study._storage.get_trial(trial._trial_id)
+        if not _queued(mine) and sum(t.number != trial.number and (_queued(t) or t.number < trial.number)
+                                     for t in trials) >= target:
+            trial.set_user_attr(TrialAttr.REASON, "not needed: the study's other trials reach its target")
+            raise SurplusTrialError("not needed: the study's other trials reach its target")
+        return objective(trial)
+    return run
 
 
 @dataclass
@@ -223,9 +252,9 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            if committed(study) < target:
-                study.optimize(objective, n_trials=None, timeout=left, callbacks=callbacks,
-                               catch=(Exception,), gc_after_trial=False)
+            if committed(study) < target or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                study.optimize(guarded(objective, study, target), n_trials=None, timeout=left,
+                               callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
             else:  # other workers' trials may yet fail: wait and see whether the target is met
                 time.sleep(WAIT_SECONDS)
                 recover_dead_trials(study, tracker)  # a dead local worker's trial goes back to the queue
