@@ -2,6 +2,7 @@
 data, its front, retrain-best --max-kb on it, and the table and figure it leaves behind."""
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -102,11 +103,12 @@ def test_the_front_is_printed_drawn_and_logged(front_study, tmp_path):
     assert "Pareto front (" in front_study["output"]
     client = MlflowClient(front_study["tracking"])
     exp = client.get_experiment_by_name("f")
-    parent = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sceneclf.role") == "study"][0]
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sceneclf.role") == "study")
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert "pareto_front.json" in artifacts and "figures/pareto_front.html" in figures
-    table = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read())
+    local = client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))
+    table = json.loads(Path(local).read_text())
     rows = dict(zip(table["columns"], zip(*table["data"])))
     assert list(rows["trial"]) == [t.number for t in front]
     assert list(rows["kb"]) == pytest.approx([t.values[1] for t in front])

@@ -132,8 +132,7 @@ def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: 
                    skip_bad: bool = False, echo: Echo = lambda _: None, precision: str | None = None) -> Evaluation:
     """Predict every clip of `split` (test, val, or all) from all of it and count, with the float
     model; and the accuracy at `precision` (default: the one the checkpoint ships in) unless fp32."""
-    from sceneclf.model.quantize import check_precision
-    from sceneclf.tasks.retrain import deployed_model
+    from sceneclf.model.quantize import calibration_batches, check_precision, to_precision
     from sceneclf.train import score
 
     if split not in SPLITS:
@@ -158,9 +157,9 @@ def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: 
     _, _, logits = score(ckpt.model, MelSet(chosen.mels, chosen.labels), prepared.frames)
     predicted = logits.argmax(1).numpy()
     at_precision = {}
-    if precision != "fp32":
-        _, _, logits = score(deployed_model(ckpt, prepared, precision), MelSet(chosen.mels, chosen.labels),
-                             prepared.frames)
+    if precision != "fp32":  # int8 calibrated on training clips, as retrain-best does (`retrain.deployed_model`)
+        deployed = to_precision(ckpt.model, precision, calibration_batches(sets["train"], prepared.frames))
+        _, _, logits = score(deployed, MelSet(chosen.mels, chosen.labels), prepared.frames)
         at_precision[precision] = float((logits.argmax(1).numpy() == labels).mean())
     return Evaluation(ckpt.classes, confusion_counts(labels, predicted, len(ckpt.classes)),
                       model.source, str(root), split, at_precision)
