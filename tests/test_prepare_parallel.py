@@ -22,6 +22,7 @@ from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.pool import ProgressLine
 from sceneclf.data.prepare import DataConfig, PreparedData, prepare
+from sceneclf.data.store import MelStore
 from sceneclf.errors import DataError
 from sceneclf.model.frontend import FeatureConfig
 
@@ -214,3 +215,25 @@ def test_progress_line_shows_clips_per_second_and_time_left():
     first, last = out.getvalue().split("\r")[1:]
     assert re.fullmatch(r"preparing: 50/200 clips, 2\d clips/s, \d s left\x1b\[K", first)
     assert re.fullmatch(r"preparing: 200/200 clips, \d+ clips/s\x1b\[K\n", last)
+
+
+def test_a_second_writer_waits_for_the_lock_says_so_and_sees_the_first_ones_clips(tmp_path):
+    waited, seen = threading.Event(), []
+
+    def second() -> None:
+        other = MelStore(tmp_path / "store", 4)
+        with other.appending(on_wait=waited.set) as appender:
+            seen.append(sorted(other.clips))
+            appender.add("b", np.zeros((4, 2), np.float32))
+
+    with MelStore(tmp_path / "store", 4).appending() as first:
+        first.add("a", np.ones((4, 3), np.float32))
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert waited.wait(10)
+    thread.join(10)
+    assert seen == [["a"]]
+    final = MelStore(tmp_path / "store", 4).load()
+    assert final.clips == {"a": (0, 3), "b": (12, 2)}
+    assert np.array_equal(final.mel("a").numpy(), np.ones((4, 3)))
+    assert np.array_equal(final.mel("b").numpy(), np.zeros((4, 2)))

@@ -102,7 +102,7 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
     errors: dict[int, str] = {}
     computed = 0
     if any(k not in store for k in keys):
-        with store.appending() as appender:  # re-reads the index under the lock
+        with store.appending(on_wait=_say_waiting if sys.stderr.isatty() else None) as appender:  # re-reads the index
             todo = [i for i, k in enumerate(keys) if k not in store]
             if todo:
                 n = workers or requested_workers() or auto_workers(len(todo))
@@ -135,6 +135,10 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
         raise DataError(f"{root}: no usable training clips")
     return PreparedData(manifest, splits, features.frames(audio.clip_samples), [errors[i] for i in sorted(errors)],
                         digest.hexdigest()[:16], computed)
+
+
+def _say_waiting() -> None:
+    print("waiting for another process that prepares this data set ...", file=sys.stderr, flush=True)
 
 
 def clip_key(path: Path) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,13 +90,19 @@ class MelStore:
         return torch.from_numpy(block.reshape(self.n_mels, frames))
 
     @contextmanager
-    def appending(self) -> Iterator[Appender]:
+    def appending(self, on_wait: Callable[[], None] | None = None) -> Iterator[Appender]:
         """Lock the store, re-read its index (another process may have added clips meanwhile),
-        and yield an Appender; whatever was added is committed when the block ends, even on an error."""
+        and yield an Appender; whatever was added is committed when the block ends, even on an error.
+        `on_wait()` is called once if another process holds the lock."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / "lock", "a+b") as lock:
             if fcntl is not None:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if on_wait is not None:
+                        on_wait()
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             self.load()
             if self.rebuilt:  # unlink, never rewrite: a reader may still map the old file
                 self.data_path.unlink(missing_ok=True)
