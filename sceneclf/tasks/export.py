@@ -4,7 +4,8 @@ The whole model goes into the graph, the front end too: torch.onnx's exporter (t
 `dynamo=True`) writes the STFT as ONNX's STFT operator (the TorchScript exporter cannot: it refuses
 the STFT's complex output). Input `wave` is (batch, samples) float32 mono at the model's sample
 rate, both axes dynamic (any number of samples >= n_fft); output `logits` is (batch, classes).
-Class names, sample rate and precision are in the file's metadata.
+Class names, sample rate and precision are in the file's metadata. The mel filterbank, mostly
+zeros, is stored as a sparse initializer (part of the ONNX standard; ONNX Runtime reads it).
 
 Precisions:
 - fp32: the model as trained, BatchNorm folded into the convolutions.
@@ -100,7 +101,7 @@ class ExportResult:
 
     def format(self) -> str:
         line = (f"onnx: {self.path}, {self.kb:.1f} kB at {self.precision} (CNN weights {self.weight_bytes / 1000:.1f} kB, "
-                f"the rest the float32 front end and the graph), written in {self.seconds:.1f} s")
+                f"the rest the float32 front end's constants and the graph), written in {self.seconds:.1f} s")
         return line + ("" if self.check is None else "\n" + self.check.format())
 
 
@@ -205,6 +206,7 @@ def build(model: SceneClassifier, precision: str, calibration: list[np.ndarray] 
             "precision": precision, "input": f"{INPUT}: (batch, samples) float32 mono waveform",
             "output": f"{OUTPUT}: (batch, classes) float32", "producer": "sceneclf export"}
     strip_provenance(proto)
+    sparsify_front_end(proto)
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -216,6 +218,24 @@ def strip_provenance(proto) -> None:
     for item in [*proto.graph.node, *proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
         del item.metadata_props[:]
         item.doc_string = ""
+
+
+def sparsify_front_end(proto) -> None:
+    """Store the front end's mostly-zero constants (the mel filterbank: each filter spans a few
+    FFT bins) as ONNX sparse initializers, when that is smaller; ONNX Runtime densifies them on load."""
+    from onnx import helper, numpy_helper
+
+    for init in list(proto.graph.initializer):
+        if not init.name.startswith("frontend."):
+            continue
+        dense = numpy_helper.to_array(init)
+        index = np.flatnonzero(dense)
+        if index.size * (dense.itemsize + 8) >= dense.nbytes:  # int64 indices: sparse only pays below ~1/3 filled
+            continue
+        values = numpy_helper.from_array(dense.flat[index].astype(dense.dtype), init.name)
+        indices = numpy_helper.from_array(index.astype(np.int64), f"{init.name}.indices")
+        proto.graph.initializer.remove(init)
+        proto.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, list(dense.shape)))
 
 
 def weight_bytes(proto) -> int:
