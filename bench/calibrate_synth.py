@@ -44,13 +44,23 @@ def generation_seconds(cfg: SynthConfig) -> float:
 
 
 def run_cnn(data, model_cfg: ModelConfig, cfg: TrainConfig,
-            augment: AugmentConfig = AugmentConfig()) -> tuple[float, float, float]:
-    """(best val accuracy, test accuracy of the best state, seconds) of one seeded training."""
+            augment: AugmentConfig = AugmentConfig()) -> tuple[float, float, float, str]:
+    """(best val accuracy, test accuracy of the best state, seconds, test accuracy by device) of
+    one seeded training."""
     t0 = time.perf_counter()
     model, result = train_model(FeatureConfig(), replace(model_cfg, n_classes=len(data.classes)), cfg, Budget(),
                                 data.splits["train"], data.splits["val"], data.frames, augment=augment)
-    test, _, _ = score(model, data.splits["test"], data.frames)
-    return result.best_val_accuracy, test, time.perf_counter() - t0
+    test, _, logits = score(model, data.splits["test"], data.frames)
+    return result.best_val_accuracy, test, time.perf_counter() - t0, by_device(data, logits)
+
+
+def by_device(data, logits: torch.Tensor) -> str:
+    """Test accuracy on devices heard in training and on those not (the file name's last part)."""
+    clips = data.manifest.subset("test").clips
+    right = (logits.argmax(1) == data.splits["test"].labels).tolist()
+    unseen = [r for c, r in zip(clips, right) if c.path.stem.rsplit("_", 1)[-1] in ("s4", "s5", "s6")]
+    seen = [r for c, r in zip(clips, right) if c.path.stem.rsplit("_", 1)[-1] not in ("s4", "s5", "s6")]
+    return f"seen devices {sum(seen) / max(1, len(seen)):.3f}, unseen {sum(unseen) / max(1, len(unseen)):.3f}"
 
 
 def main() -> None:
@@ -79,15 +89,16 @@ def main() -> None:
     good = TrainConfig(lr=3e-3, epochs=args.epochs, early_stop=args.epochs, seed=0)
     name = f"widths {','.join(map(str, GOOD.widths))} ({count_params(GOOD)} params)"
     if "cnn" not in skip:
-        val, test, secs = run_cnn(data, GOOD, good)
-        row(f"CNN {name}, no aug val / test", f"{val:.3f} / {test:.3f} ({secs:.0f} s)")
+        val, test, secs, devices = run_cnn(data, GOOD, good)
+        row(f"CNN {name}, no aug val / test", f"{val:.3f} / {test:.3f} ({secs:.0f} s; {devices})")
     if "aug" not in skip:
         augment = AugmentConfig(time_shift=30, mixstyle_p=0.5, mixstyle_alpha=0.3, freq_masks=1, freq_width=4,
                                 time_masks=1, time_width=10, mixup_alpha=args.mixup)
-        val, test, secs = run_cnn(data, GOOD, good, augment)
-        row(f"CNN {name}, aug{' + mixup' if args.mixup else ''} val / test", f"{val:.3f} / {test:.3f} ({secs:.0f} s)")
+        val, test, secs, devices = run_cnn(data, GOOD, good, augment)
+        row(f"CNN {name}, aug{' + mixup' if args.mixup else ''} val / test",
+            f"{val:.3f} / {test:.3f} ({secs:.0f} s; {devices})")
     if "poor" not in skip:
-        val, test, secs = run_cnn(data, POOR, TrainConfig(lr=1e-4, epochs=20, seed=0))
+        val, test, secs, _ = run_cnn(data, POOR, TrainConfig(lr=1e-4, epochs=20, seed=0))
         row("CNN widths 4,8, lr 1e-4, 20 epochs val / test", f"{val:.3f} / {test:.3f} ({secs:.0f} s)")
 
 

@@ -12,8 +12,10 @@ time-frequency structure only: chirps rise or fall (one is the other time-revers
 start sharply and decay or swell and stop sharply (again time-reversed), and the texture swells
 slowly or flutters fast. Time reversal keeps every frame's spectrum, so the classes of a group
 share their average spectra and the spread of each band over time. Every recording location
-colours its clips with a device and room (spectral tilt, peaking EQs), a gain and a background
-noise colour, drawn from distributions shared by all classes.
+colours its clips with a room (spectral tilt, peaking EQs), a gain and a background noise colour,
+drawn from distributions shared by all classes. Nine recording devices, as in TAU Urban Acoustic
+Scenes 2020 Mobile, add their own response: training locations are heard mostly through the flat
+device "a", test locations through every device alike, six of them unheard in training.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ __all__ = [
     "SYNTH_VERSION",
     "SynthClip",
     "SynthConfig",
+    "DEVICES",
     "dataset_key",
+    "device_response",
     "default_dataset",
     "generate",
     "iter_clips",
@@ -50,7 +54,7 @@ SCENE_CLASSES: tuple[str, ...] = (
     "beach", "bus", "cafe/restaurant", "car", "city_center", "forest_path", "grocery_store",
     "home", "library", "metro_station", "office", "park", "residential_area", "train", "tram",
 )  # fmt: skip
-SYNTH_VERSION = 3  # bump when the recipes change: it invalidates cached data sets
+SYNTH_VERSION = 4  # bump when the recipes change: it invalidates cached data sets
 DONE = "DONE"
 # Prefixes of location ids, one per class in SCENE_CLASSES order.
 _LOC_PREFIX = ("be", "bu", "ca", "cr", "ci", "fo", "gr", "ho", "li", "me", "of", "pa", "re", "tr", "tm")
@@ -87,13 +91,22 @@ _CLASSES: dict[str, tuple[str, bool, bool, bool]] = {
 # mix of the sources (levels in dB re the texture's RMS; rates per second).
 _LOCATION = dict(
     level=(-34.0, -18.0),  # clip RMS, dBFS
-    tilt=(-3.0, 3.0),  # device and room, dB/octave about 1 kHz
-    eq=(((100, 6000), (0.3, 1.0), (-9.0, 9.0)),) * 2,  # peaking EQs: centre Hz, width octaves, gain dB
+    tilt=(-2.0, 2.0),  # room, dB/octave about 1 kHz
+    eq=(((100, 6000), (0.3, 1.0), (-6.0, 6.0)),) * 2,  # peaking EQs: centre Hz, width octaves, gain dB
     bg_tilt=(-8.0, -2.0), bg_peak=((80, 4000), (0.5, 1.5), (0.0, 12.0)), bg_level=(-12.0, 0.0),
     chirp=((1.0, 2.0), (-4.0, 4.0)), impact=((1.0, 2.0), (2.0, 10.0)),  # (rate, level)
     depth=(0.5, 0.9), slow=(0.3, 1.0), fast=(4.0, 7.0),  # texture swell depth and rates Hz
 )  # fmt: skip
 _CLIP_JITTER = 0.06  # a clip's parameters: its location's, plus this fraction of the range (1 sd)
+# Recording devices as in TAU Urban Acoustic Scenes 2020 Mobile: "a" is flat and records most
+# training clips; test locations hear every device alike, "s1".."s6" never heard in training.
+DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
+_TRAIN_DEVICES = dict(a=0.9, b=0.05, c=0.05)  # calibrated: augmentation must pay on unheard devices
+_DEVICE = dict(
+    tilt=(-5.0, 5.0),  # dB/octave about 1 kHz
+    eq=(((150, 6000), (0.3, 1.0), (-15.0, 15.0)),) * 3,
+    low_cut=(100, 400), high_cut=(4000, 7500),  # Hz, where the response is 3 dB down
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,7 @@ class SynthClip:
     label: str
     location: str
     audio: np.ndarray  # float32, mono, in [-1, 1]
+    device: str = DEVICES[0]
 
 
 # ---- recipes to clips ----
@@ -176,7 +190,20 @@ def _unit_gain(db: np.ndarray) -> np.ndarray:
     return g / np.sqrt(np.mean(g**2))
 
 
-def _render(g: dict, loc: dict, attrs: tuple, n: int, sr: int, rng) -> np.ndarray:
+def device_response(f: np.ndarray, seed: int, device: str) -> np.ndarray:
+    """Magnitude response of a recording device at frequencies `f`: fixed by (seed, device)."""
+    if device == DEVICES[0]:
+        return np.ones_like(f)
+    d = DEVICES.index(device)
+    spec = _draw(_DEVICE, *(np.random.default_rng(np.random.SeedSequence([seed, 3, d, k])) for k in (0, 1)))
+    db = colour_db(f, spec["tilt"], spec["eq"])
+    with np.errstate(divide="ignore"):
+        high_pass = 1 / np.sqrt(1 + (spec["low_cut"] / np.maximum(f, 1e-3)) ** 4)
+    low_pass = 1 / np.sqrt(1 + (f / spec["high_cut"]) ** 8)
+    return 10 ** (db / 20) * high_pass * low_pass
+
+
+def _render(g: dict, loc: dict, attrs: tuple, n: int, sr: int, rng, device: np.ndarray) -> np.ndarray:
     """Mix one clip from its group's sources `g`, its location `loc` and the class's attributes;
     returns float32 at the clip's level."""
     rising, strikes, flutters = attrs
@@ -211,8 +238,8 @@ def _render(g: dict, loc: dict, attrs: tuple, n: int, sr: int, rng) -> np.ndarra
     spec = np.fft.rfft(texture + chirps, m) + np.fft.rfft(hits, m) * _unit_gain(band_db(f, centre, width, 30.0))
     bg_db = colour_db(f, loc["bg_tilt"], [loc["bg_peak"]])
     spec += noise_spectrum(rng, m) * _unit_gain(bg_db) * 10 ** (loc["bg_level"] / 20)
-    device = 10 ** (colour_db(f, loc["tilt"], loc["eq"]) / 20)
-    spec *= device * np.minimum(1.0, (f / 40.0) ** 2)  # and a high-pass below 40 Hz
+    room = 10 ** (colour_db(f, loc["tilt"], loc["eq"]) / 20)
+    spec *= room * device(f) * np.minimum(1.0, (f / 40.0) ** 2)  # and a high-pass below 40 Hz
     x = np.fft.irfft(spec, m)[:n]
     x *= 10 ** (loc["level"] / 20) / rms(x)
     peak = np.abs(x).max()
@@ -225,26 +252,35 @@ def _safe(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def _clip(cfg: SynthConfig, seed: int, c: int, i: int) -> SynthClip:
-    """Clip `i` of class `c`; it belongs to location i % locations_per_class."""
+def _clip(cfg: SynthConfig, seed: int, c: int, i: int, evaluate: set[str]) -> SynthClip:
+    """Clip `i` of class `c`; it belongs to location i % locations_per_class. Clips of `evaluate`
+    locations come from every device alike, others mostly from device "a"."""
     loc, k = i % cfg.locations_per_class, i // cfg.locations_per_class
     label = SCENE_CLASSES[c]
+    location = f"{_LOC_PREFIX[c]}{loc:03d}"
     loc_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, c, loc]))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c, loc, k]))
+    dev_rng = np.random.default_rng(np.random.SeedSequence([seed, 4, c, i]))
+    if location in evaluate:
+        device = str(dev_rng.choice(DEVICES))
+    else:
+        device = str(dev_rng.choice(list(_TRAIN_DEVICES), p=list(_TRAIN_DEVICES.values())))
     group, *attrs = _CLASSES[label]
     sources = _draw(_GROUPS[group], loc_rng, rng)
     where = _draw(_LOCATION, loc_rng, rng)
     n = int(round(rng.uniform(cfg.min_seconds, cfg.max_seconds) * cfg.sample_rate))
-    location = f"{_LOC_PREFIX[c]}{loc:03d}"
-    name = f"audio/{_safe(label)}_{location}_{k:02d}.wav"
-    return SynthClip(name, label, location, _render(sources, where, tuple(attrs), n, cfg.sample_rate, rng))
+    name = f"audio/{_safe(label)}_{location}_{k:02d}_{device}.wav"
+    audio = _render(sources, where, tuple(attrs), n, cfg.sample_rate, rng,
+                    lambda f: device_response(f, seed, device))
+    return SynthClip(name, label, location, audio, device)
 
 
 def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:
     """Yield the data set's clips one at a time (class by class); see `generate`."""
+    evaluate = _eval_locations(cfg, seed)
     for c in range(len(SCENE_CLASSES)):
         for i in range(cfg.clips_per_class):
-            yield _clip(cfg, seed, c, i)
+            yield _clip(cfg, seed, c, i, evaluate)
 
 
 def generate(cfg: SynthConfig, seed: int) -> list[SynthClip]:

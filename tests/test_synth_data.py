@@ -1,5 +1,5 @@
 """The default generator's classes: confusable groups with shared spectra, told apart by
-time-frequency structure; recording locations colour clips whatever their class."""
+time-frequency structure; recording locations and devices colour clips whatever their class."""
 
 import numpy as np
 import pytest
@@ -35,7 +35,8 @@ def render(label: str, n_clips: int, seed: int = 0) -> list[np.ndarray]:
     sources = synth._draw(synth._GROUPS[group], loc_rng, np.random.default_rng(1))
     where = synth._draw(synth._LOCATION, loc_rng, np.random.default_rng(1))
     where["level"], where["bg_level"] = -20.0, -12.0
-    return [log_mel(synth._render(sources, where, tuple(attrs), 3 * SR, SR, np.random.default_rng([seed, k])))
+    flat = np.ones_like
+    return [log_mel(synth._render(sources, where, tuple(attrs), 3 * SR, SR, np.random.default_rng([seed, k]), flat))
             for k in range(n_clips)]
 
 
@@ -63,7 +64,7 @@ PATTERNS = (orientation, onset_skew, flutter)
 
 
 def test_version_and_class_groups():
-    assert SYNTH_VERSION == 3
+    assert SYNTH_VERSION == 4
     sizes = sorted(len(v) for v in groups().values())
     assert len(sizes) == 4 and min(sizes) >= 3 and max(sizes) <= 5 and sum(sizes) == 15
     for members in groups().values():  # no two classes of a group look alike
@@ -106,7 +107,7 @@ def test_locations_colour_clips_more_than_classes_of_a_group_differ():
     location-averaged band means of a group's classes spread across its classes."""
     cfg = SynthConfig(clips_per_class=8, locations_per_class=8, min_seconds=3.0, max_seconds=3.0)
     members = [SCENE_CLASSES.index(label) for label in groups()["vehicle"]]
-    means = np.array([[log_mel(synth._clip(cfg, 0, c, i).audio).mean(1) for i in range(8)] for c in members])
+    means = np.array([[log_mel(synth._clip(cfg, 0, c, i, set()).audio).mean(1) for i in range(8)] for c in members])
     across_locations = means.var(axis=1).mean()  # (classes, locations, bands) -> one number
     across_classes = means.mean(axis=1).var(axis=0).mean()
     assert across_locations > 4 * across_classes
@@ -131,3 +132,28 @@ def test_default_config_gives_val_and_test_of_300_clips():
     splits = group_split([r[0] for r in train], [r[1] for r in train], {"val": DataConfig().val_fraction}, seed=0)
     assert len(test) >= 300 and splits.count("val") >= 300
     assert {r[0] for r in test} == set(SCENE_CLASSES)
+
+
+def test_devices_as_in_tau_2020_mobile():
+    """Training locations are heard mostly through the flat device "a", never through s1-s6;
+    test locations through every device alike."""
+    cfg = SynthConfig(clips_per_class=40, locations_per_class=8, min_seconds=0.5, max_seconds=0.5)
+    evaluate = synth._eval_locations(cfg, 0)
+    clips = generate(cfg, 0)
+    train = [c.device for c in clips if c.location not in evaluate]
+    test = [c.device for c in clips if c.location in evaluate]
+    assert 0.8 < train.count("a") / len(train) < 1.0
+    assert set(train) == {"a", "b", "c"}
+    assert set(test) == set(synth.DEVICES)
+    assert all(c.name.endswith(f"_{c.device}.wav") for c in clips)
+
+
+def test_device_responses_are_fixed_per_device_and_differ():
+    f = np.fft.rfftfreq(1024, 1 / SR)
+    assert np.array_equal(synth.device_response(f, 0, "a"), np.ones_like(f))
+    responses = {d: 20 * np.log10(synth.device_response(f, 0, d)[4:480]) for d in synth.DEVICES}
+    assert np.array_equal(responses["s4"], 20 * np.log10(synth.device_response(f, 0, "s4")[4:480]))
+    for a in synth.DEVICES:
+        for b in synth.DEVICES:
+            if a < b:  # every two devices colour some band by more than 6 dB differently
+                assert np.abs(responses[a] - responses[b]).max() > 6
