@@ -49,7 +49,8 @@ def export(model, fmt, precision, out, check_clips, data, layout, fold, skip_bad
     out = (out or Path(f"{loaded.label}-{precision}.{fmt}")).absolute()
     check_writable(out)
     click.echo(f"model: {loaded.source} ({len(ckpt.classes)} classes, {ckpt.audio.sample_rate} Hz)")
-    click.echo("graph: waveform in (batch x samples, any length), logits out; front end inside the graph")
+    click.echo(f"graph: waveform in (batch x samples, any length of at least {ckpt.features.n_fft} samples), "
+               "logits out; the front end inside the graph")
     req = ex.ExportRequest(precision, out, data_config(data, layout, fold), cache_dir, skip_bad, check_clips)
     result = ex.export_model(ckpt, req, echo=click.echo)
     click.echo(result.format())
