@@ -39,6 +39,13 @@ def bag_of_frames(data: MelSet) -> np.ndarray:
 
 def fit_reference(splits: dict[str, MelSet], seed: int = 0) -> Reference:
     """Fit on train for each C in C_GRID, keep the best on validation, score it on test."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small matrices: BLAS threads only fight each other and torch's
+        return _fit(splits, seed)
+
+
+def _fit(splits: dict[str, MelSet], seed: int) -> Reference:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
