@@ -52,7 +52,7 @@ low = 8
 high = 16
 step = 4
 """
-TRIALS, KILLS, EPOCHS = 20, 5, 8
+TRIALS, KILLS, EPOCHS = 24, 5, 8
 DEADLINE = 400  # seconds for the whole search: far more than it takes, even on a busy 2-core machine
 
 
@@ -151,6 +151,10 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
             assert {n: done.get(n) for n in kill["kept"]} == kill["kept"], summary  # nothing lost or changed
         retries = {pred: t for t in study.trials if (pred := _predecessor(t)) is not None}
         by_run = {r.info.run_id: r for r in runs}
+        print("killed trial: epochs reported, retry resumed after epoch, queued by", [
+            (n, max(study.trials[n].intermediate_values, default=0), retries[n].user_attrs.get("resumed_from_epoch"),
+             "heartbeat" if "failed_trial" in retries[n].system_attrs else "restart")
+            for kill in kills for n in kill["trials"] if n in retries])
         for number in (n for kill in kills for n in kill["trials"]):
             dead = study.trials[number]
             retry = retries[number]  # every killed trial was queued again, with its parameters
