@@ -22,6 +22,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("SCENECLF_STORAGE", raising=False)
     monkeypatch.setenv("SCENECLF_JOBS", "1")  # seeded searches stay repeatable; tests ask for --jobs N
+    monkeypatch.delenv("SCENECLF_PREP_WORKERS", raising=False)  # the CLI sets it; undone after each test
 
 
 # -- A finished study with a retrained, registered model (evaluate, report, ui, studies tests) --

@@ -237,3 +237,16 @@ def test_a_second_writer_waits_for_the_lock_says_so_and_sees_the_first_ones_clip
     assert final.clips == {"a": (0, 3), "b": (12, 2)}
     assert np.array_equal(final.mel("a").numpy(), np.ones((4, 3)))
     assert np.array_equal(final.mel("b").numpy(), np.zeros((4, 2)))
+
+
+def test_prepare_as_a_library_call_runs_in_this_process_alone(monkeypatch):
+    """Worker processes would re-run a caller's script that has no `__main__` guard: a library
+    call gets them only when asked (`workers=`, or the CLI's `--prep-workers`, default auto)."""
+    from sceneclf.data.pool import auto_workers, requested_workers
+
+    monkeypatch.delenv("SCENECLF_PREP_WORKERS", raising=False)
+    assert requested_workers(5000) == 1
+    monkeypatch.setenv("SCENECLF_PREP_WORKERS", "auto")
+    assert requested_workers(5000) == auto_workers(5000)
+    monkeypatch.setenv("SCENECLF_PREP_WORKERS", "3")
+    assert requested_workers(5000) == 3

@@ -30,6 +30,28 @@ def parse_widths(ctx, param, value: str | None):
     return widths
 
 
+class AutoOrCount(click.ParamType):
+    """`auto` or a whole number of processes from 1 to `most`."""
+
+    name = "auto|N"
+
+    def __init__(self, most: int | None = None):
+        self.most = most
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number", param, ctx)
+        if n < 1 or (self.most is not None and n > self.most):
+            self.fail(f"{n} is not in the range 1 to {self.most or 'any'}", param, ctx)
+        return n
+
+
 def data_options(f):
     """--data, --layout, --fold, --skip-bad, --cache-dir, --prep-workers (passed on in the
     environment, as SCENECLF_PREP_WORKERS)."""
@@ -42,13 +64,12 @@ def data_options(f):
     @click.option("--skip-bad", is_flag=True, help="Drop unreadable audio files with a warning.")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                   envvar="SCENECLF_CACHE", help="Cache folder [env SCENECLF_CACHE; default ~/.cache/sceneclf].")
-    @click.option("--prep-workers", type=click.IntRange(1), default=None, envvar="SCENECLF_PREP_WORKERS",
-                  help="Processes that decode audio and compute mels for clips not cached yet "
-                       "[env SCENECLF_PREP_WORKERS; default: the cores].")
+    @click.option("--prep-workers", type=AutoOrCount(), default="auto", envvar="SCENECLF_PREP_WORKERS",
+                  help="Processes that decode audio and compute mels for clips not cached yet; auto: "
+                       "the cores, fewer for a few clips [env SCENECLF_PREP_WORKERS; default: auto].")
     @functools.wraps(f)
     def wrapper(*args, prep_workers, **kwargs):
-        if prep_workers is not None:  # read by prepare(), here and in every --jobs worker it starts
-            os.environ["SCENECLF_PREP_WORKERS"] = str(prep_workers)
+        os.environ["SCENECLF_PREP_WORKERS"] = str(prep_workers)  # read by prepare(), here and in --jobs workers
         return f(*args, **kwargs)
     return wrapper
 

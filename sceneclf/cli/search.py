@@ -5,29 +5,10 @@ from __future__ import annotations
 import click
 
 from sceneclf.cli.group import cli
-from sceneclf.cli.options import data_options, device_option, study_options
+from sceneclf.cli.options import AutoOrCount, data_options, device_option, study_options
 from sceneclf.model import PRECISIONS
 from sceneclf.search import DEFAULT_PRUNER, OBJECTIVES, PRUNERS, SAMPLERS
 
-
-class JobsType(click.ParamType):
-    """`auto` or a whole number of worker processes, 1 to 64."""
-
-    name = "auto|N"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int) or str(value).strip().lower() == "auto":
-            return value if isinstance(value, int) else "auto"
-        try:
-            n = int(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither 'auto' nor a whole number", param, ctx)
-        if not 1 <= n <= 64:
-            self.fail(f"{n} is not in the range 1 to 64", param, ctx)
-        return n
-
-
-JOBS = JobsType()
 
 
 @cli.command()
@@ -62,7 +43,7 @@ JOBS = JobsType()
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
-@click.option("--jobs", type=JOBS, default="auto", show_default=True, envvar="SCENECLF_JOBS",
+@click.option("--jobs", type=AutoOrCount(64), default="auto", show_default=True, envvar="SCENECLF_JOBS",
               help="Worker processes on this machine, sharing the study, the trial count and the CPU threads; "
                    "auto: one per core on the CPU (at most 4, and as many as free memory holds), one on a GPU. "
                    "--jobs 1 makes a seeded search repeatable.")

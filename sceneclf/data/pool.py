@@ -35,11 +35,14 @@ Result = np.ndarray | str  # a mel power spectrogram (n_mels, T), or why the fil
 _state: dict = {}
 
 
-def requested_workers() -> int | None:
-    """`$SCENECLF_PREP_WORKERS` (set by `--prep-workers`), or None when not set."""
-    given = os.environ.get(WORKERS_ENV)
+def requested_workers(clips: int) -> int:
+    """`$SCENECLF_PREP_WORKERS` (set by `--prep-workers`): a number, or `auto` (`auto_workers`);
+    unset, 1: a library caller's script is not re-run by worker processes it did not ask for."""
+    given = os.environ.get(WORKERS_ENV, "").strip()
     if not given:
-        return None
+        return 1
+    if given == "auto":
+        return auto_workers(clips)
     try:
         n = int(given)
     except ValueError:

@@ -23,7 +23,7 @@ from sceneclf.atomic import sweep_stale
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.manifest import Manifest, load_manifest
 from sceneclf.data.melset import MelSet
-from sceneclf.data.pool import ProgressLine, auto_workers, compute_mels, requested_workers
+from sceneclf.data.pool import ProgressLine, compute_mels, requested_workers
 from sceneclf.data.store import STORE_VERSION, MelStore
 from sceneclf.data.synth import SynthConfig, default_dataset
 from sceneclf.errors import ConfigError, DataError
@@ -79,8 +79,8 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
     computing (in `workers` processes) those it lacks.
 
     A file that cannot be decoded raises DataError naming it, unless `skip_bad`: then it is
-    dropped and listed in `skipped`. `workers` None: `$SCENECLF_PREP_WORKERS`, else the cores
-    (fewer for a few clips).
+    dropped and listed in `skipped`. `workers` None: `$SCENECLF_PREP_WORKERS` (a number, or
+    `auto`: the cores, fewer for a few clips; the CLI's default), else this process alone.
     `progress(done, total)` follows the clips computed; None: a line on stderr when it is a
     terminal. `waves`: also cache the decoded waveforms (one .npy per clip).
     """
@@ -105,7 +105,7 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
         with store.appending(on_wait=_say_waiting if sys.stderr.isatty() else None) as appender:  # re-reads the index
             todo = [i for i, k in enumerate(keys) if k not in store]
             if todo:
-                n = workers or requested_workers() or auto_workers(len(todo))
+                n = workers or requested_workers(len(todo))
                 if progress is None and sys.stderr.isatty():
                     progress = ProgressLine(sys.stderr)
                 paths = [manifest.clips[i].path for i in todo]
