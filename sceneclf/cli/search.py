@@ -10,7 +10,6 @@ from sceneclf.model import PRECISIONS
 from sceneclf.search import DEFAULT_PRUNER, OBJECTIVES, PRUNERS, SAMPLERS
 
 
-
 @cli.command()
 @click.option("--trials", type=click.IntRange(1), default=50, show_default=True,
               help="Run until this many MORE trials have finished or been pruned (over-budget trials "

@@ -37,14 +37,14 @@ from sceneclf.data.sounds import band_db, chirp, colour_db, fast_len, impact, mo
 from sceneclf.errors import ConfigError, DataError
 
 __all__ = [
+    "DEVICES",
     "SCENE_CLASSES",
     "SYNTH_VERSION",
     "SynthClip",
     "SynthConfig",
-    "DEVICES",
     "dataset_key",
-    "device_response",
     "default_dataset",
+    "device_response",
     "generate",
     "iter_clips",
     "write_dataset",
