@@ -8,7 +8,9 @@ the same file, named after the chain's first trial, so it holds the newest state
 holds at most one per running trial. A state that does not load (torn, another sceneclf, other
 data, another configuration) is refused with one line in the log and the trial starts afresh.
 
-MLflow gets a new run per attempt, linked to the dead one (`resumed_from_run` tag), which copies
+Where MLflow is a tracking server (what machines share), the state is also stored on the trial's
+run (`training-state/`, as often as its upload time allows: `MIRROR_SPACING`), and a retry with no
+state on its disk takes the newest one its chain's runs hold. MLflow gets a new run per attempt, linked to the dead one (`resumed_from_run` tag), which copies
 its learning curve up to the resumed epoch: each run keeps its own trial's status, and a reopened
 FAILED run would race with other workers closing the runs of failed trials.
 
@@ -37,6 +39,7 @@ from sceneclf.tracking.tracker import Tracker
 FORMAT = "sceneclf.train-state"
 STATE_VERSION = 1
 STATE_SECONDS = float(os.environ.get("SCENECLF_STATE_SECONDS", "0"))
+MIRROR_SPACING = 40  # the copy to MLflow waits 40x its last upload time: at most 2.5 % of training
 FIT_KEYS = {"epoch", "model", "optimizer", "scheduler", "scaler", "stale", "history", "best", "rng"}
 log = logging.getLogger("sceneclf")
 
@@ -66,9 +69,12 @@ class TrainingState:
     """The training state of one trial's chain (a `train.StateStore`)."""
 
     def __init__(self, path: Path, number: int, configs: dict[str, Any], fingerprint: str,
-                 every_s: float = STATE_SECONDS):
+                 every_s: float = STATE_SECONDS, mirror: Callable[[Path], None] | None = None,
+                 mirror_spacing: float = MIRROR_SPACING):
         self.path, self.number, self.configs, self.fingerprint = path, number, configs, fingerprint
         self.every_s = every_s
+        self.mirror = mirror  # also called with the file after a write (the MLflow run's copy)
+        self._mirrored, self._mirror_cost, self._spacing = -math.inf, 0.0, mirror_spacing
         self.saved: dict[str, Any] | None = None
         self._last = -math.inf
         self._warned = False
@@ -118,7 +124,12 @@ class TrainingState:
         try:
             with atomic_open(self.path) as f:
                 torch.save(payload, f)
-        except OSError as exc:
+            if self.mirror is not None and time.monotonic() - self._mirrored >= self._spacing * self._mirror_cost:
+                start = time.monotonic()
+                self.mirror(self.path)
+                self._mirrored = time.monotonic()
+                self._mirror_cost = self._mirrored - start
+        except Exception as exc:  # disk full, the tracking server gone: training matters more
             if not self._warned:
                 log.warning("trial %d: training state not saved (%s); a crash restarts it", self.number,
                             first_line(exc))
@@ -137,10 +148,12 @@ def open_state(trial: optuna.Trial, checkpoint_dir: Path, configs: dict[str, Any
     learning curve up to that epoch and the link to it."""
     trials = trial.study.get_trials(deepcopy=False)
     store = TrainingState(state_path(checkpoint_dir, chain_root(trials, trial.number)), trial.number, configs,
-                       fingerprint)
+                          fingerprint, mirror=lambda path: tracker.log_state(run_id, path))
     before = predecessor(trials[trial.number])
     if before is None or before >= trial.number:
         return store
+    if not store.path.exists():  # died on another machine: its run may hold the state
+        _fetch(trials, before, store.path, tracker)
     saved = store.read()
     epoch = int(saved["epoch"]) if saved is not None else 0
     trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, epoch)
@@ -148,6 +161,16 @@ def open_state(trial: optuna.Trial, checkpoint_dir: Path, configs: dict[str, Any
     if run_id is not None and dead_run and dead_run != run_id:
         tracker.continue_trial(run_id, dead_run, epoch)
     return store
+
+
+def _fetch(trials: list[optuna.trial.FrozenTrial], number: int | None, dest: Path, tracker: Tracker) -> None:
+    """The newest state the chain's runs stored, from the latest attempt back."""
+    while number is not None:
+        run = trials[number].user_attrs.get(TrialAttr.RUN_ID)
+        if run and tracker.fetch_state(run, dest):
+            return
+        before = predecessor(trials[number])
+        number = before if before is not None and before < number else None
 
 
 def discard_state(study: optuna.Study, number: int, checkpoint_dir: Path) -> None:

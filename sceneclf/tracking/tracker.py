@@ -14,6 +14,7 @@ from sceneclf.tracking.stores import local_artifact_root, mlflow_client
 
 # The UI opens such experiments on the runs table ("model training"), not on traces.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+STATE_ARTIFACTS = "training-state"  # where a trial's run keeps its training state, for other machines
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "OVER_BUDGET": "KILLED", "FAIL": "FAILED"}
 
 
@@ -36,6 +37,8 @@ class Tracker(Protocol):
     def end_trial(self, run_id: str | None, state: str, reason: str | None = None) -> None: ...
     def close_if_running(self, run_id: str, state: str, reason: str) -> bool: ...
     def continue_trial(self, run_id: str | None, dead_run_id: str, epoch: int) -> None: ...
+    def log_state(self, run_id: str | None, path: Path) -> None: ...
+    def fetch_state(self, run_id: str, dest: Path) -> bool: ...
 
 
 class NullTracker:
@@ -78,6 +81,12 @@ class NullTracker:
 
     def continue_trial(self, run_id, dead_run_id, epoch) -> None:
         pass
+
+    def log_state(self, run_id, path) -> None:
+        pass
+
+    def fetch_state(self, run_id, dest) -> bool:
+        return False
 
 
 def open_tracker(tracking_uri: str | None, experiment: str) -> Tracker:
@@ -217,6 +226,36 @@ class MlflowTracker:
             RunTag("resumed_from_epoch", str(epoch)), RunTag("resumed_from_run", dead_run_id),
             RunTag("mlflow.note.content", f"Continues run {dead_run_id} (trial {dead.data.tags.get('sceneclf.trial')}) "
                                           f"after epoch {epoch}.")])
+
+    @property
+    def shares_states(self) -> bool:
+        """A tracking server is what workers on other machines share; a local store shares the
+        disk the training states are written to already."""
+        return self.uri.startswith(("http://", "https://"))
+
+    def log_state(self, run_id: str | None, path: Path) -> None:
+        """A trial's training state as an artifact of its run (`training-state/`), replacing the last
+        copy, for a retry on another machine."""
+        if run_id and self.shares_states:
+            self.client.log_artifact(run_id, str(path), STATE_ARTIFACTS)
+
+    def fetch_state(self, run_id: str, dest: Path) -> bool:
+        """The training state `dest.name` a (dead) run stored, written atomically to `dest`;
+        False when it has none."""
+        import tempfile
+
+        from sceneclf.atomic import atomic_open
+
+        if not self.shares_states:
+            return False
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, f"{STATE_ARTIFACTS}/{dest.name}", tmp)
+            except Exception:  # none stored (died before its first state), or the run is gone
+                return False
+            with atomic_open(dest) as f:
+                f.write(Path(local).read_bytes())
+        return True
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
