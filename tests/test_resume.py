@@ -6,6 +6,7 @@ import logging
 import optuna
 import pytest
 import torch
+from mlflow_store import mlflow_template  # noqa: F401  (fixture)
 from optuna.trial import TrialState
 
 from sceneclf.data.audio import AudioConfig
@@ -172,3 +173,24 @@ class LoggedEpochs(list):
     def append(self, epoch):
         super().append(epoch)
         self.log(epoch)
+
+
+def test_a_run_whose_trial_died_before_recording_it_is_closed(tmp_path, mlflow_template):  # noqa: F811
+    """A worker killed between creating its trial's MLflow run and recording the run's id on the
+    trial leaves a run no trial names: it is closed once its trial is failed."""
+    import shutil
+
+    from sceneclf.search.recovery import close_failed_runs
+    from sceneclf.tracking.tracker import MlflowTracker
+
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db", "orphans")
+    parent = tracker.parent_run("orphans", {})
+    study = optuna.create_study()
+    dead, alive = study.ask(), study.ask()
+    orphan = tracker.start_trial(parent, "orphans", dead.number, {}, {})
+    running = tracker.start_trial(parent, "orphans", alive.number, {}, {})
+    study.tell(dead, state=TrialState.FAIL)
+    close_failed_runs(study, tracker)
+    assert tracker.client.get_run(orphan).info.status == "FAILED"
+    assert tracker.client.get_run(running).info.status == "RUNNING"

@@ -86,10 +86,15 @@ def recover_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
 
 def close_failed_runs(study: optuna.Study, tracker: Tracker) -> None:
     """Close the MLflow runs of failed trials still marked running: trials failed by the
-    heartbeat check (their machine or process died) rather than by their own process."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get(TrialAttr.RUN_ID):
+    heartbeat check (their machine or process died) rather than by their own process, and those
+    killed between creating their run and recording its id."""
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.RUN_ID):
             tracker.close_if_running(t.user_attrs[TrialAttr.RUN_ID], "FAIL", "worker died")
+    for run_id, number in tracker.running_trial_runs().items():
+        if number < len(trials) and trials[number].state not in (TrialState.RUNNING, TrialState.WAITING):
+            tracker.close_if_running(run_id, "FAIL", "worker died")
 
 
 def _alive(pid: int) -> bool:

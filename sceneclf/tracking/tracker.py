@@ -36,6 +36,7 @@ class Tracker(Protocol):
     def log_checkpoint(self, run_id: str | None, path: Path) -> None: ...
     def end_trial(self, run_id: str | None, state: str, reason: str | None = None) -> None: ...
     def close_if_running(self, run_id: str, state: str, reason: str) -> bool: ...
+    def running_trial_runs(self) -> dict[str, int]: ...
     def continue_trial(self, run_id: str | None, dead_run_id: str, epoch: int) -> None: ...
     def log_state(self, run_id: str | None, path: Path) -> None: ...
     def fetch_state(self, run_id: str, dest: Path) -> bool: ...
@@ -78,6 +79,9 @@ class NullTracker:
 
     def close_if_running(self, run_id, state, reason) -> bool:
         return False
+
+    def running_trial_runs(self) -> dict[str, int]:
+        return {}
 
     def continue_trial(self, run_id, dead_run_id, epoch) -> None:
         pass
@@ -208,6 +212,13 @@ class MlflowTracker:
             return False
         self.end_trial(run_id, state, reason)
         return True
+
+    def running_trial_runs(self) -> dict[str, int]:
+        """Trial runs still RUNNING in the study's experiment: run id -> trial number."""
+        runs = self.client.search_runs([self.experiment_id], "tags.`sceneclf.role` = 'trial' and "
+                                       "attributes.status = 'RUNNING'", max_results=1000)
+        return {r.info.run_id: int(r.data.tags["sceneclf.trial"]) for r in runs
+                if r.data.tags.get("sceneclf.trial", "").isdigit()}
 
     def continue_trial(self, run_id: str, dead_run_id: str, epoch: int) -> None:
         """A retry's run goes on from a dead trial's run: its per-epoch metrics up to `epoch` are
