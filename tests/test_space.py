@@ -13,18 +13,21 @@ FIXED = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "noise": 0.1, "drop
 
 def test_packaged_spaces_load_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no search/ folder here: the packaged copy is used
-    assert {"default", "dcase-low-complexity"} <= set(packaged_spaces())
+    assert {"default", "augmented", "dcase-low-complexity"} <= set(packaged_spaces())
     default = load_space("search/default.toml")
     assert {"lr", "base_width", "growth", "n_blocks", "noise", "batch_size", "dropout",
             "weight_decay"} <= set(default.params)
     assert default.params["lr"].log
+    augmented = load_space("augmented")
+    assert set(augmented.params) - set(default.params) == {"mixstyle_p", "mixup_alpha", "freq_masks",
+                                                           "time_masks", "time_shift"}
     dcase = load_space("dcase-low-complexity")
     assert (dcase.budget.max_kb, dcase.budget.precision, dcase.budget.max_macs_per_second) == (128, "int8", 30_000_000)
     assert dcase.budget.max_macs is None  # the rule counts per second of audio, not per clip
 
 
 def test_fixed_trial_turns_into_configs():
-    cfgs = sample(optuna.trial.FixedTrial(FIXED), load_space("default"), n_classes=15, seed=7)
+    cfgs = sample(optuna.trial.FixedTrial(FIXED), load_space("augmented"), n_classes=15, seed=7)
     assert cfgs.model.widths == (16, 24, 36)
     assert cfgs.model.kernel_size == 5 and cfgs.model.dropout == 0.2
     assert cfgs.features.noise == 0.1
