@@ -52,7 +52,7 @@ low = 8
 high = 16
 step = 4
 """
-TRIALS, KILLS, EPOCHS = 24, 5, 8
+TRIALS, KILLS, EPOCHS = 32, 5, 8  # enough trials that a slow restart never leaves no one to kill
 DEADLINE = 400  # seconds for the whole search: far more than it takes, even on a busy 2-core machine
 
 
