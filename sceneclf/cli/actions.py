@@ -203,7 +203,9 @@ def available_memory() -> int | None:
 
 def resolve_jobs(jobs: int | str, device: str, trials: int) -> int:
     """The number of worker processes for `--jobs` (a number, or auto), never more than the trials."""
-    n = auto_jobs(os.cpu_count() or 1, available_memory(), device) if jobs == "auto" else int(jobs)
+    from sceneclf.data.pool import usable_cores
+
+    n = auto_jobs(usable_cores(), available_memory(), device) if jobs == "auto" else int(jobs)
     return max(1, min(n, trials))
 
 
@@ -211,7 +213,9 @@ def split_threads(jobs: int) -> int:
     """Give each of `jobs` processes its share of the CPU threads; returns the share."""
     import torch
 
-    share = max(1, (os.cpu_count() or 1) // jobs)
+    from sceneclf.data.pool import usable_cores
+
+    share = max(1, usable_cores() // jobs)
     if jobs > 1:
         torch.set_num_threads(share)
     return share

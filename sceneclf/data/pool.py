@@ -52,10 +52,14 @@ def requested_workers(clips: int) -> int:
     return n
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def auto_workers(clips: int) -> int:
     """The cores this process may use, but none idle for want of clips (CLIPS_PER_WORKER each)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, clips // CLIPS_PER_WORKER))
+    return max(1, min(usable_cores(), clips // CLIPS_PER_WORKER))
 
 
 def _setup(audio: AudioConfig, features: FeatureConfig, waves_root: Path | None) -> None:
