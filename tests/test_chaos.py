@@ -73,9 +73,9 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
     (tmp_path / "space.toml").write_text(SPACE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SCENECLF_HEARTBEAT": "2"}  # the session's cache
     env.pop("MLFLOW_TRACKING_URI", None)
-    storage = postgres
+    storage = optuna.storages.RDBStorage(postgres)  # one pool: a new one per poll used up the server's connections
     with mlflow_server(f"sqlite:///{tmp_path}/mlflow.db", tmp_path, artifacts=tmp_path / "artifacts") as tracking:
-        stores = ["--study", "chaos", "--storage", storage, "--tracking-uri", tracking]
+        stores = ["--study", "chaos", "--storage", postgres, "--tracking-uri", tracking]
 
         def start(cmd: list[str]) -> subprocess.Popen:
             with open(tmp_path / "processes.log", "a") as log:

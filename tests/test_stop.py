@@ -2,7 +2,7 @@
 
 import optuna
 
-from sceneclf.search.study import Stop
+from sceneclf.search.study import SURPLUS_REASON, Stop
 
 
 def failing(reasons):
@@ -37,3 +37,15 @@ def test_finished_trials_reach_the_target():
     stop = Stop(target=3)
     study = run(lambda trial: trial.number / 10, stop)
     assert len(study.trials) == 3 and stop.reason is None
+
+
+def test_surplus_trials_at_the_end_are_no_failure_of_the_search():
+    # Five workers that each drew one trial too many must stop quietly, not "the last 5 failed".
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda trial: 1.0, n_trials=3)
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+                                                  user_attrs={"reason": SURPLUS_REASON}))
+    stop = Stop(target=3)
+    study.optimize(failing([SURPLUS_REASON]), n_trials=5, callbacks=[stop], catch=(Exception,))
+    assert len(study.trials) == 9 and stop.reason is None

@@ -109,7 +109,8 @@ def check_record(study: optuna.Study, record: StudyRecord) -> None:
 class Stop:
     """Stop starting trials when finished, pruned and running trials reach `target` (failed ones
     are not counted), or when the last `streak` trials all failed the same way (same exception
-    type: something is wrong beyond one trial), or the last `4 * streak` failed in any way."""
+    type: something is wrong beyond one trial), or the last `4 * streak` failed in any way.
+    Surplus trials (`guarded`) are not failures of the search and are left out of both streaks."""
 
     def __init__(self, target: int, streak: int = 5):
         self.target = target
@@ -117,7 +118,7 @@ class Stop:
         self.reason: str | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        trials = study.get_trials(deepcopy=False)
+        trials = [t for t in study.get_trials(deepcopy=False) if not _surplus(t)]
         for n, same_way in ((self.streak, True), (4 * self.streak, False)):
             recent = trials[-n:]
             if len(recent) < n or any(t.state != TrialState.FAIL for t in recent):
@@ -157,6 +158,13 @@ class SurplusTrialError(RuntimeError):
     """Two workers asked for a trial at once and one of them was not needed."""
 
 
+SURPLUS_REASON = "not needed: the study's other trials reach its target"
+
+
+def _surplus(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.REASON) == SURPLUS_REASON
+
+
 def guarded(objective: Callable[[optuna.Trial], object], study: optuna.Study, target: int):
     """`objective`, except that a trial the sampler made up fails at once when the others already
     make the target (queued trials count first, then made-up ones by number): a worker may take
@@ -166,8 +174,8 @@ def guarded(objective: Callable[[optuna.Trial], object], study: optuna.Study, ta
         mine = study._storage.get_trial(trial._trial_id)
         if not _queued(mine) and sum(t.number != trial.number and (_queued(t) or t.number < trial.number)
                                      for t in trials) >= target:
-            trial.set_user_attr(TrialAttr.REASON, "not needed: the study's other trials reach its target")
-            raise SurplusTrialError("not needed: the study's other trials reach its target")
+            trial.set_user_attr(TrialAttr.REASON, SURPLUS_REASON)
+            raise SurplusTrialError(SURPLUS_REASON)
         return objective(trial)
     return run
 
