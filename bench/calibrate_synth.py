@@ -20,7 +20,7 @@ import torch
 
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, prepare
-from sceneclf.data.synth import SynthConfig, write_dataset
+from sceneclf.data.synth import TRAIN_DEVICES, SynthConfig, write_dataset
 from sceneclf.model.augment import AugmentConfig
 from sceneclf.model.budget import Budget, count_params
 from sceneclf.model.cnn import ModelConfig
@@ -58,8 +58,9 @@ def by_device(data, logits: torch.Tensor) -> str:
     """Test accuracy on devices heard in training and on those not (the file name's last part)."""
     clips = data.manifest.subset("test").clips
     right = (logits.argmax(1) == data.splits["test"].labels).tolist()
-    unseen = [r for c, r in zip(clips, right) if c.path.stem.rsplit("_", 1)[-1] in ("s4", "s5", "s6")]
-    seen = [r for c, r in zip(clips, right) if c.path.stem.rsplit("_", 1)[-1] not in ("s4", "s5", "s6")]
+    heard = [c.path.stem.rsplit("_", 1)[-1] in TRAIN_DEVICES for c in clips]
+    seen = [r for h, r in zip(heard, right) if h]
+    unseen = [r for h, r in zip(heard, right) if not h]
     return f"seen devices {sum(seen) / max(1, len(seen)):.3f}, unseen {sum(unseen) / max(1, len(unseen)):.3f}"
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "DEVICES",
     "SCENE_CLASSES",
     "SYNTH_VERSION",
+    "TRAIN_DEVICES",
     "SynthClip",
     "SynthConfig",
     "dataset_key",
@@ -101,7 +102,7 @@ _CLIP_JITTER = 0.06  # a clip's parameters: its location's, plus this fraction o
 # Recording devices as in TAU Urban Acoustic Scenes 2020 Mobile: "a" is flat and records most
 # training clips; test locations hear every device alike, "s1".."s6" never heard in training.
 DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
-_TRAIN_DEVICES = dict(a=0.9, b=0.05, c=0.05)  # calibrated: augmentation must pay on unheard devices
+TRAIN_DEVICES = dict(a=0.9, b=0.05, c=0.05)  # calibrated: augmentation must pay on unheard devices
 _DEVICE = dict(
     tilt=(-5.0, 5.0),  # dB/octave about 1 kHz
     eq=(((150, 6000), (0.3, 1.0), (-15.0, 15.0)),) * 3,
@@ -264,7 +265,7 @@ def _clip(cfg: SynthConfig, seed: int, c: int, i: int, evaluate: set[str]) -> Sy
     if location in evaluate:
         device = str(dev_rng.choice(DEVICES))
     else:
-        device = str(dev_rng.choice(list(_TRAIN_DEVICES), p=list(_TRAIN_DEVICES.values())))
+        device = str(dev_rng.choice(list(TRAIN_DEVICES), p=list(TRAIN_DEVICES.values())))
     group, *attrs = _CLASSES[label]
     sources = _draw(_GROUPS[group], loc_rng, rng)
     where = _draw(_LOCATION, loc_rng, rng)
