@@ -7,8 +7,8 @@ from sceneclf.model.budget import count_params
 from sceneclf.search.space import load_space, packaged_spaces, parse_space, sample
 
 FIXED = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "noise": 0.1, "dropout": 0.2,
-         "kernel_size": 5, "n_blocks": 3, "base_width": 16, "growth": 1.5, "mixstyle_p": 0.7, "mixup_alpha": 0.2,
-         "freq_masks": 1, "time_masks": 2, "time_shift": 20}
+         "kernel_size": 5, "n_blocks": 3, "base_width": 16, "growth": 1.5, "mixstyle_p": 0.7, "mixstyle_alpha": 0.25,
+         "mixup_alpha": 0.2, "freq_masks": 1, "time_masks": 2, "time_shift": 20}
 
 
 def test_packaged_spaces_load_from_any_folder(tmp_path, monkeypatch):
@@ -16,11 +16,10 @@ def test_packaged_spaces_load_from_any_folder(tmp_path, monkeypatch):
     assert {"default", "augmented", "dcase-low-complexity"} <= set(packaged_spaces())
     default = load_space("search/default.toml")
     assert {"lr", "base_width", "growth", "n_blocks", "noise", "batch_size", "dropout",
-            "weight_decay"} <= set(default.params)
+            "weight_decay", "mixstyle_p", "mixstyle_alpha", "time_shift"} <= set(default.params)
     assert default.params["lr"].log
     augmented = load_space("augmented")
-    assert set(augmented.params) - set(default.params) == {"mixstyle_p", "mixup_alpha", "freq_masks",
-                                                           "time_masks", "time_shift"}
+    assert set(augmented.params) - set(default.params) == {"mixup_alpha", "freq_masks", "time_masks"}
     dcase = load_space("dcase-low-complexity")
     assert (dcase.budget.max_kb, dcase.budget.precision, dcase.budget.max_macs_per_second) == (128, "int8", 30_000_000)
     assert dcase.budget.max_macs is None  # the rule counts per second of audio, not per clip
@@ -35,7 +34,8 @@ def test_fixed_trial_turns_into_configs():
     assert cfgs.train.epochs == 24 and cfgs.train.early_stop == 6  # from the space's [train]
     assert (cfgs.augment.mixstyle_p, cfgs.augment.mixup_alpha) == (0.7, 0.2)
     assert (cfgs.augment.freq_masks, cfgs.augment.time_masks, cfgs.augment.time_shift) == (1, 2, 20)
-    assert cfgs.augment.mixstyle_alpha == AugmentConfig().mixstyle_alpha  # not tuned: the default
+    assert cfgs.augment.mixstyle_alpha == 0.25
+    assert cfgs.augment.freq_width == AugmentConfig().freq_width  # not tuned: the default
     assert cfgs.flat()["augment.time_shift"] == 20
     assert cfgs.flat()["widths"] == "16,24,36"
     assert count_params(cfgs.model) > 0

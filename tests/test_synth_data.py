@@ -64,7 +64,7 @@ PATTERNS = (orientation, onset_skew, flutter)
 
 
 def test_version_and_class_groups():
-    assert SYNTH_VERSION == 4
+    assert SYNTH_VERSION == 5
     sizes = sorted(len(v) for v in groups().values())
     assert len(sizes) == 4 and min(sizes) >= 3 and max(sizes) <= 5 and sum(sizes) == 15
     for members in groups().values():  # no two classes of a group look alike
