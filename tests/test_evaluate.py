@@ -75,6 +75,21 @@ def test_evaluate_checkpoint_matches_hand_count(tiny_data, tmp_path):
     assert all(p["predicted"] == "park" and p["share"] == 1.0 for p in got["confused_pairs"])
     matrix = np.array(got["confusion_matrix"]["counts"])
     assert matrix[:, classes.index("park")].sum() == n and matrix.sum() == n
+    # By device (the file name's last part): park's share of each device's clips.
+    tested = [line.split("\t") for line in (tiny_data / "evaluation_setup" / "fold1_evaluate.txt").read_text().split("\n")
+              if line.strip()]
+    by_device = Counter(f.rsplit("_", 1)[-1][:-4] for f, _ in tested)
+    parks = Counter(f.rsplit("_", 1)[-1][:-4] for f, label in tested if label == "park")
+    rows = {r["device"]: r for r in got["per_device"]}
+    assert {d: r["clips"] for d, r in rows.items()} == dict(by_device)
+    assert all(r["accuracy"] == parks[d] / by_device[d] for d, r in rows.items())
+    trained = {line.split("\t")[0].rsplit("_", 1)[-1][:-4]
+               for line in (tiny_data / "evaluation_setup" / "fold1_train.txt").read_text().split("\n") if line.strip()}
+    heard = {d for d, r in rows.items() if r["heard"]}
+    assert "a" in heard and heard <= trained
+    unheard = set(rows) - heard
+    assert got["accuracy_unheard_devices"] == pytest.approx(sum(parks[d] for d in unheard) /
+                                                            sum(by_device[d] for d in unheard))
     assert got["html"] == str(out) and got["mlflow_run_id"] is None
     page = out.read_text()
     assert "plotly-graph-div" in page and "Plotly.newPlot" in page

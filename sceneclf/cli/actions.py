@@ -120,15 +120,18 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
                                 prepared.splits["val"], prepared.frames, on_epoch=on_epoch,
                                 device=device, augment=req.augment)
     model.cpu()
-    test_acc, test_loss, _ = score(model, prepared.splits["test"], prepared.frames)
+    test_acc, test_loss, logits = score(model, prepared.splits["test"], prepared.frames)
+    devices = prepared.devices("test", (logits.argmax(1) == prepared.splits["test"].labels).tolist())
     metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch,
-               **reference.to_dict()}
+               **reference.to_dict(), **(devices.metrics("test_") if devices else {})}
     save_checkpoint(req.out, Checkpoint(model, AudioConfig(), features, model_cfg, prepared.classes,
                                         train={**asdict(train_cfg), "augment": asdict(req.augment)},
                                         metrics=metrics))
     echo(f"best epoch {result.best_epoch}: val_accuracy {result.best_val_accuracy:.3f}; "
          f"test_accuracy {test_acc:.3f} vs bag-of-frames reference {reference.test_accuracy:.3f}")
+    if devices:
+        echo(f"test {devices.format()}")
     echo(f"checkpoint: {req.out}")
     return metrics
 
@@ -356,6 +359,10 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
                if "reference_test_accuracy" in reference else "")
     echo(f"test_accuracy {ckpt.metrics['test_accuracy']:.3f} (held-out test split, "
          f"{len(prepared.splits['test'])} clips){against}")
+    by_device = [f"{name} devices {ckpt.metrics[f'test_accuracy_{name}_devices']:.3f}"
+                 for name in ("heard", "unheard") if f"test_accuracy_{name}_devices" in ckpt.metrics]
+    if by_device:
+        echo(f"test_accuracy on {', '.join(by_device)} (heard: in the training split)")
     precision = ckpt.train["precision"]
     if precision != "fp32":
         echo(f"test_accuracy at {precision} (as it ships) {ckpt.metrics[f'test_accuracy_{precision}']:.3f}, "

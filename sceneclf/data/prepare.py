@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import torch
 
 from sceneclf.atomic import sweep_stale
 from sceneclf.data.audio import AudioConfig
+from sceneclf.data.devices import DeviceAccuracy, device_accuracy
 from sceneclf.data.manifest import Manifest, load_manifest
 from sceneclf.data.melset import MelSet
 from sceneclf.data.pool import ProgressLine, compute_mels, requested_workers
@@ -58,10 +59,16 @@ class PreparedData:
     skipped: list[str] = field(default_factory=list)
     fingerprint: str = ""
     computed: int = 0  # clips decoded and added to the store by this call
+    paths: dict[str, list[Path]] = field(default_factory=dict)  # each split's clips, in its MelSet's order
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
+
+    def devices(self, split: str, correct: Sequence[bool]) -> DeviceAccuracy | None:
+        """Accuracy by recording device of `split`'s clips (`correct`: in its order), where the
+        file names tell the device (`data.devices`)."""
+        return device_accuracy(self.paths.get(split, []), correct, self.paths.get("train", []))
 
 
 def resolve_data(cfg: DataConfig, cache_dir: Path) -> Path:
@@ -121,12 +128,14 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
                 computed = appender.added
     index = {c: i for i, c in enumerate(manifest.classes)}
     per_split: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
+    paths: dict[str, list[Path]] = {s: [] for s in per_split}
     digest = hashlib.sha1(repr(mel_settings).encode())
     for i, (clip, key) in enumerate(zip(manifest.clips, keys)):
         if i in errors:
             continue
         mel = store.mel(key)
         mels, labels = per_split[clip.split or "train"]
+        paths[clip.split or "train"].append(clip.path)
         mels.append(mel)
         labels.append(index[clip.label])
         digest.update(repr((clip.path.name, clip.label, clip.split, clip.group, tuple(mel.shape))).encode())
@@ -134,7 +143,7 @@ def prepare(cfg: DataConfig, audio: AudioConfig, features: FeatureConfig, cache_
     if len(splits["train"]) == 0:
         raise DataError(f"{root}: no usable training clips")
     return PreparedData(manifest, splits, features.frames(audio.clip_samples), [errors[i] for i in sorted(errors)],
-                        digest.hexdigest()[:16], computed)
+                        digest.hexdigest()[:16], computed, paths)
 
 
 def _say_waiting() -> None:

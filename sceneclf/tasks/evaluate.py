@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from sceneclf.data.devices import DeviceAccuracy, device_accuracy
 from sceneclf.data.melset import MelSet
 from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.echo import Echo
@@ -36,6 +37,7 @@ class Evaluation:
     data: str = ""
     split: str = ""
     at_precision: dict[str, float] = field(default_factory=dict)  # accuracy as shipped, by precision
+    devices: DeviceAccuracy | None = None  # where file names tell the recording device
 
     @property
     def n(self) -> int:
@@ -86,6 +88,9 @@ class Evaluation:
                 "accuracy": self.accuracy, "macro_f1": self.macro_f1, "per_class": self.per_class(),
                 "confused_pairs": self.confused_pairs(),
                 **{f"accuracy_{p}": acc for p, acc in self.at_precision.items()},
+                **({"per_device": [{"device": d, "accuracy": r / n, "clips": n, "heard": d in self.devices.heard}
+                                   for d, (r, n) in self.devices.counts.items()],
+                    **self.devices.metrics()} if self.devices else {}),
                 "confusion_matrix": {"classes": list(self.classes), "counts": self.confusion.tolist()}}
 
     def format(self) -> str:
@@ -93,6 +98,7 @@ class Evaluation:
         lines = [f"{self.split}: {self.n} clips   accuracy {self.accuracy:.3f}   macro-F1 {self.macro_f1:.3f}",
                  *(f"accuracy at {p} (as it ships) {acc:.3f}, float {self.accuracy:.3f}"
                    for p, acc in self.at_precision.items()),
+                 *([self.devices.format()] if self.devices else []),
                  "", f"{'class':<{width}}{'accuracy':>9}{'F1':>7}{'support':>9}"]
         for row in self.per_class():
             lines.append(f"{row['class']:<{width}}{row['accuracy']:>9.3f}{row['f1']:>7.3f}{row['support']:>9}")
@@ -161,8 +167,11 @@ def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: 
         deployed = to_precision(ckpt.model, precision, calibration_batches(sets["train"], prepared.frames))
         _, _, logits = score(deployed, MelSet(chosen.mels, chosen.labels), prepared.frames)
         at_precision[precision] = float((logits.argmax(1).numpy() == labels).mean())
+    paths = [p for s in ("train", "val", "test") for p in prepared.paths[s]] if split == "all" \
+        else prepared.paths[split]
+    devices = device_accuracy(paths, (predicted == labels).tolist(), prepared.paths["train"])
     return Evaluation(ckpt.classes, confusion_counts(labels, predicted, len(ckpt.classes)),
-                      model.source, str(root), split, at_precision)
+                      model.source, str(root), split, at_precision, devices)
 
 
 def evaluation_metrics(ev: Evaluation) -> dict[str, float]:
@@ -170,6 +179,7 @@ def evaluation_metrics(ev: Evaluation) -> dict[str, float]:
     metrics = {"accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "clips": ev.n,
                **{f"accuracy_{p}": acc for p, acc in ev.at_precision.items()}}
     metrics.update({f"accuracy.{_metric_name(r['class'])}": r["accuracy"] for r in ev.per_class()})
+    metrics.update(ev.devices.metrics() if ev.devices else {})
     return metrics
 
 

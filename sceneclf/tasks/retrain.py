@@ -95,9 +95,11 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
                                 combined, data.splits["val"], data.frames, on_epoch=on_epoch,
                                 device=device, keep_last=True, augment=cfgs.augment)
     model.cpu()
-    test_acc, test_loss, _ = score(model, data.splits["test"], data.frames)
+    test_acc, test_loss, logits = score(model, data.splits["test"], data.frames)
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
                "search_val_accuracy": trial_value(best.trial)}
+    if (devices := data.devices("test", (logits.argmax(1) == data.splits["test"].labels).tolist())) is not None:
+        metrics.update(devices.metrics("test_"))
     precision = best.budget.precision
     ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
                       train={**asdict(train_cfg), "augment": asdict(cfgs.augment), "precision": precision},
