@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
     deadline = time.time() + seconds
     while True:
         try:

@@ -170,6 +170,8 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
             if retry.state == TrialState.COMPLETE:  # one learning curve: every epoch once or, redone, twice
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
                 assert sorted(set(steps)) == list(range(1, EPOCHS + 1)), summary
+        said = (tmp_path / "processes.log").read_text()
+        assert "Warning" not in said and "View run" not in said, _tail(tmp_path)  # what a user sees is ours
         best = study.best_trial
         ckpt = load_checkpoint(tmp_path / "studies" / "checkpoints" / "chaos" / "best.pt")
         assert ckpt.metrics["val_accuracy"] == pytest.approx(best.user_attrs.get("float_val_accuracy", best.value))

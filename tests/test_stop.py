@@ -1,4 +1,5 @@
-"""The search's stop rule, without a model: Optuna studies whose objective fails on purpose."""
+"""The search's stop rule and retried trials' constraints, without a model: Optuna studies whose
+objective fails on purpose."""
 
 import optuna
 
@@ -49,3 +50,22 @@ def test_surplus_trials_at_the_end_are_no_failure_of_the_search():
     stop = Stop(target=3)
     study.optimize(failing([SURPLUS_REASON]), n_trials=5, callbacks=[stop], catch=(Exception,))
     assert len(study.trials) == 9 and stop.reason is None
+
+
+def test_a_retried_trial_keeps_its_constraints_without_a_warning():
+    import warnings
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from sceneclf.search.objective import set_constraints
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction="maximize")
+    first = study.ask()
+    set_constraints(first, {"params": -10.0})
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, study.trials[0])  # queued as for a dead worker
+    retry = study.ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        set_constraints(retry, {"params": -10.0})
+    assert study.trials[1].system_attrs["constraints:params"] == -10.0

@@ -27,6 +27,15 @@ from sceneclf.tracking.tracker import Tracker
 from sceneclf.train import NonFiniteLossError, score, train_model
 
 
+def set_constraints(trial: optuna.Trial, violations: dict[str, float]) -> None:
+    """Optuna constraints (<= 0: feasible); a retry already holds its failed trial's, for the
+    same parameters, and Optuna warns on setting them again."""
+    stored = trial.storage.get_trial_system_attrs(trial._trial_id)
+    for key, value in violations.items():
+        if f"constraints:{key}" not in stored:
+            trial.set_constraint(key, value)
+
+
 @dataclass
 class Objective:
     """Holds the data, loaded once per search; called once per trial."""
@@ -70,8 +79,7 @@ class Objective:
         cost = Cost(count_params(cfgs.model), summary.macs, cfgs.features.seconds(self.data.frames),
                     self.budget.precision)
         violations = self.budget.violations(cost)
-        for key, value in violations.items():
-            trial.set_constraint(key, value)
+        set_constraints(trial, violations)
         sizes = {TrialAttr.N_PARAMS: cost.n_params, TrialAttr.MACS: cost.macs, TrialAttr.KB: cost.kb,
                  TrialAttr.MACS_PER_SECOND: cost.macs_per_second}
         for key, value in sizes.items():
