@@ -4,7 +4,7 @@
     python bench/run.py --quick         # smaller counts, same figures (written to the log only)
     python bench/run.py --only datapath --only compute
 
-Benchmarks: datapath, compute, pruning, sampler, workers, e2e, inference, quality, deploy, prep, resume, front (see bench/README.md).
+Benchmarks: datapath, compute, pruning, sampler, workers, e2e, inference, quality, deploy, prep, resume, front, profile (see bench/README.md).
 bench/RESULTS.md keeps the latest full result of each benchmark; the whole run is appended to
 bench/logs/RESULTS-history.md (not committed). Both are written after each benchmark, so an
 interrupted run keeps what it measured.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Context, Goal, Section, git_state, load, machine, machine_lines, yes
 
-BENCHMARKS = ["datapath", "compute", "pruning", "sampler", "workers", "e2e", "inference", "quality", "deploy", "prep", "resume", "front"]
+BENCHMARKS = ["datapath", "compute", "pruning", "sampler", "workers", "e2e", "inference", "quality", "deploy", "prep", "resume", "front", "profile"]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 LOG = Path(__file__).resolve().parent / "logs" / "RESULTS-history.md"
 HEADER = """# sceneclf benchmark results
