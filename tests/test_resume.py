@@ -194,3 +194,35 @@ def test_a_run_whose_trial_died_before_recording_it_is_closed(tmp_path, mlflow_t
     close_failed_runs(study, tracker)
     assert tracker.client.get_run(orphan).info.status == "FAILED"
     assert tracker.client.get_run(running).info.status == "RUNNING"
+
+
+def test_a_retry_continues_the_curve_of_the_attempt_that_trained(prepared, tmp_path, mlflow_template):  # noqa: F811
+    """Trial 0 trains 3 epochs and dies; its retry 1 dies before it trains (its run holds no
+    curve); retry 2 resumes from trial 0's state and continues trial 0's run, not 1's."""
+    import shutil
+
+    from sceneclf.search.resume import open_state
+    from sceneclf.tracking.tracker import MlflowTracker
+
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db", "chain")
+    parent = tracker.parent_run("chain", {})
+    study = optuna.create_study(direction="maximize")
+    runs = []
+    for number, retry_of in ((0, None), (1, 0), (2, 1)):
+        trial = study.ask()
+        runs.append(tracker.start_trial(parent, "chain", number, {}, {}))
+        trial.set_user_attr("mlflow_run_id", runs[-1])
+        if retry_of is not None:
+            trial.set_user_attr("retry_of", retry_of)
+        if number == 0:
+            store = open_state(trial, tmp_path, CONFIGS, "fp", tracker, runs[-1])
+            with pytest.raises(Cut):
+                train(prepared, store, LoggedEpochs(lambda e: tracker.log_metrics(runs[0], {"val_accuracy": e / 10},
+                                                                                   step=e)), stop_at=3)
+        if number < 2:
+            study.tell(trial, state=TrialState.FAIL)
+    store = open_state(trial, tmp_path, CONFIGS, "fp", tracker, runs[2])
+    assert study.trials[2].user_attrs["resumed_from_epoch"] == 2 and store.writer == 0
+    assert tracker.client.get_run(runs[2]).data.tags["resumed_from_run"] == runs[0]
+    assert [m.step for m in tracker.client.get_metric_history(runs[2], "val_accuracy")] == [1, 2]

@@ -76,6 +76,7 @@ class TrainingState:
         self.mirror = mirror  # also called with the file after a write (the MLflow run's copy)
         self._mirrored, self._mirror_cost, self._spacing = -math.inf, 0.0, mirror_spacing
         self.saved: dict[str, Any] | None = None
+        self.writer: int | None = None  # the trial whose training wrote the state read
         self._last = -math.inf
         self._warned = False
 
@@ -109,6 +110,7 @@ class TrainingState:
         fit = raw.get("fit")
         if not isinstance(fit, dict) or set(fit) != FIT_KEYS:
             return None, "incomplete"
+        self.writer = raw["trial"] if isinstance(raw.get("trial"), int) else None
         return fit, None
 
     def load(self) -> dict[str, Any] | None:
@@ -157,10 +159,23 @@ def open_state(trial: optuna.Trial, checkpoint_dir: Path, configs: dict[str, Any
     saved = store.read()
     epoch = int(saved["epoch"]) if saved is not None else 0
     trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, epoch)
-    dead_run = trials[before].user_attrs.get(TrialAttr.RUN_ID)
+    # The curve to continue is the run of the attempt that wrote the state: an attempt killed
+    # before it trained (or before its run began) has none.
+    source = store.writer if saved is not None and store.writer is not None and store.writer < trial.number else before
+    dead_run = _chain_run(trials, source)
     if run_id is not None and dead_run and dead_run != run_id:
         tracker.continue_trial(run_id, dead_run, epoch)
     return store
+
+
+def _chain_run(trials: list[optuna.trial.FrozenTrial], number: int | None) -> str | None:
+    """The MLflow run of trial `number`, else of the nearest earlier attempt of its chain that has one."""
+    while number is not None:
+        if run := trials[number].user_attrs.get(TrialAttr.RUN_ID):
+            return run
+        before = predecessor(trials[number])
+        number = before if before is not None and before < number else None
+    return None
 
 
 def _fetch(trials: list[optuna.trial.FrozenTrial], number: int | None, dest: Path, tracker: Tracker) -> None:
