@@ -4,11 +4,13 @@ In a fresh folder: `sceneclf search --objectives accuracy,kb --space dcase-low-c
 50 --seed 0` (int8, at most 128 kB of parameters and 30M MACs per second of audio), then `sceneclf
 retrain-best --max-kb 128` and `--max-kb 64`: the most accurate point of the Pareto front within
 each size, trained again on train + val and scored on the test split at int8 (as it ships) and in
-float. The front itself is read from the study (`search.front.front_rows`).
+float. The front itself is read from the study (`search.front.front_rows`). `BENCH_FRONT_TRIALS`
+sets the trial count: a multi-objective study cannot prune, so each trial runs to early stopping.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -31,7 +33,7 @@ def retrained(ctx: Context, cwd: Path, kb: int) -> dict:
 
 
 def run(ctx: Context) -> Section:
-    trials = 12 if ctx.quick else 50
+    trials = 12 if ctx.quick else int(os.environ.get("BENCH_FRONT_TRIALS", 50))
     cwd = ctx.tmp / "front"
     cwd.mkdir(parents=True, exist_ok=True)
     sec = Section("11. Front: accuracy against parameter memory at int8 (DCASE low-complexity budget)")
