@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,17 @@ def predecessor(t: optuna.trial.FrozenTrial) -> int | None:
     return None if retry_of is None else int(retry_of)
 
 
+def attempts_back(trials: list[optuna.trial.FrozenTrial], number: int | None) -> Iterator[int]:
+    """Trial `number`, then each earlier attempt of its retry chain, back to the first."""
+    while number is not None:
+        yield number
+        before = predecessor(trials[number])
+        number = before if before is not None and before < number else None
+
+
 def chain_root(trials: list[optuna.trial.FrozenTrial], number: int) -> int:
     """The first trial of the retry chain `number` belongs to."""
-    while (before := predecessor(trials[number])) is not None and before < number:
-        number = before
-    return number
+    return list(attempts_back(trials, number))[-1]
 
 
 class TrainingState:
@@ -170,22 +176,16 @@ def open_state(trial: optuna.Trial, checkpoint_dir: Path, configs: dict[str, Any
 
 def _chain_run(trials: list[optuna.trial.FrozenTrial], number: int | None) -> str | None:
     """The MLflow run of trial `number`, else of the nearest earlier attempt of its chain that has one."""
-    while number is not None:
-        if run := trials[number].user_attrs.get(TrialAttr.RUN_ID):
-            return run
-        before = predecessor(trials[number])
-        number = before if before is not None and before < number else None
-    return None
+    return next((run for n in attempts_back(trials, number) if (run := trials[n].user_attrs.get(TrialAttr.RUN_ID))),
+                None)
 
 
 def _fetch(trials: list[optuna.trial.FrozenTrial], number: int | None, dest: Path, tracker: Tracker) -> None:
     """The newest state the chain's runs stored, from the latest attempt back."""
-    while number is not None:
-        run = trials[number].user_attrs.get(TrialAttr.RUN_ID)
+    for n in attempts_back(trials, number):
+        run = trials[n].user_attrs.get(TrialAttr.RUN_ID)
         if run and tracker.fetch_state(run, dest):
             return
-        before = predecessor(trials[number])
-        number = before if before is not None and before < number else None
 
 
 def discard_state(study: optuna.Study, number: int, checkpoint_dir: Path) -> None:
