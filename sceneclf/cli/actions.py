@@ -121,7 +121,7 @@ def train_command(req: TrainRequest, echo: Echo) -> dict[str, float]:
                                 device=device, augment=req.augment)
     model.cpu()
     test_acc, test_loss, logits = score(model, prepared.splits["test"], prepared.frames)
-    devices = prepared.devices("test", (logits.argmax(1) == prepared.splits["test"].labels).tolist())
+    devices = prepared.devices("test", logits)
     metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": result.best_epoch,
                **reference.to_dict(), **(devices.metrics("test_") if devices else {})}

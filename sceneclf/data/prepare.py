@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,9 +65,10 @@ class PreparedData:
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
 
-    def devices(self, split: str, correct: Sequence[bool]) -> DeviceAccuracy | None:
-        """Accuracy by recording device of `split`'s clips (`correct`: in its order), where the
-        file names tell the device (`data.devices`)."""
+    def devices(self, split: str, logits: torch.Tensor) -> DeviceAccuracy | None:
+        """Accuracy by recording device of `split`'s clips (`logits`: the model's, in its order),
+        where the file names tell the device (`data.devices`)."""
+        correct = (logits.argmax(1) == self.splits[split].labels).tolist()
         return device_accuracy(self.paths.get(split, []), correct, self.paths.get("train", []))
 
 

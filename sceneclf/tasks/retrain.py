@@ -98,7 +98,7 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
     test_acc, test_loss, logits = score(model, data.splits["test"], data.frames)
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
                "search_val_accuracy": trial_value(best.trial)}
-    if (devices := data.devices("test", (logits.argmax(1) == data.splits["test"].labels).tolist())) is not None:
+    if (devices := data.devices("test", logits)) is not None:
         metrics.update(devices.metrics("test_"))
     precision = best.budget.precision
     ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
