@@ -226,3 +226,39 @@ def test_a_retry_continues_the_curve_of_the_attempt_that_trained(prepared, tmp_p
     assert study.trials[2].user_attrs["resumed_from_epoch"] == 2 and store.writer == 0
     assert tracker.client.get_run(runs[2]).data.tags["resumed_from_run"] == runs[0]
     assert [m.step for m in tracker.client.get_metric_history(runs[2], "val_accuracy")] == [1, 2]
+
+
+def test_a_retry_that_starts_over_keeps_the_reports_it_inherited(prepared, tmp_path, mlflow_template):  # noqa: F811
+    """A retry inherits its dead trial's reports (Optuna's retry callback copies them); where it finds
+    no state and trains from epoch 1, it reports only the epochs after them, so Optuna never warns
+    that a step was already reported."""
+    import shutil
+    import warnings
+
+    from conftest import TINY_SPACE
+
+    from sceneclf.search.objective import Objective
+    from sceneclf.search.space import load_space
+    from sceneclf.tracking.tracker import MlflowTracker
+
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE)
+    space = load_space(str(tmp_path / "tiny.toml"))
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db", "inherit")
+    objective = Objective(prepared, space, space.budget, "inherit", tracker, tracker.parent_run("inherit", {}),
+                          tmp_path / "ck", epochs=3)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=1)
+    dead = study.trials[0]
+    state_path(tmp_path / "ck", 0).unlink()  # its state was on a machine that is gone
+    inherited = {1: 0.5, 2: 0.25}  # reports no new training reproduces exactly
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=dead.params, distributions=dead.distributions,
+        user_attrs={"retry_of": 0}, intermediate_values=inherited))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(objective, n_trials=1)
+    retry = study.trials[1]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] == 0
+    assert {e: retry.intermediate_values[e] for e in (1, 2)} == inherited and 3 in retry.intermediate_values
+    assert [str(w.message) for w in caught if "already reported" in str(w.message)] == []

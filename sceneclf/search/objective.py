@@ -97,11 +97,14 @@ class Objective:
             raise optuna.TrialPruned(reason)
         self.tracker.log_text(run_id, summary.format(), "model_summary.txt")
 
+        inherited = set(trial.storage.get_trial(trial._trial_id).intermediate_values)
+
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             self.tracker.log_metrics(run_id, metrics, step=epoch)
             if len(self.objectives) > 1:
                 return  # Optuna can neither take reports nor prune in a multi-objective study
-            trial.report(metrics["val_accuracy"], epoch)
+            if epoch not in inherited:  # a retry redoes at most the epoch its dead trial reported unsaved
+                trial.report(metrics["val_accuracy"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
