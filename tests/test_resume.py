@@ -262,3 +262,23 @@ def test_a_retry_that_starts_over_keeps_the_reports_it_inherited(prepared, tmp_p
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] == 0
     assert {e: retry.intermediate_values[e] for e in (1, 2)} == inherited and 3 in retry.intermediate_values
     assert [str(w.message) for w in caught if "already reported" in str(w.message)] == []
+
+
+def test_a_retry_of_a_trial_killed_before_its_run_began_says_it_starts_over(tmp_path, mlflow_template):  # noqa: F811
+    import shutil
+
+    from sceneclf.search.resume import open_state
+    from sceneclf.tracking.tracker import MlflowTracker
+
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db", "early")
+    parent = tracker.parent_run("early", {})
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), state=TrialState.FAIL)  # killed before it recorded a run
+    retry = study.ask()
+    retry.set_user_attr("retry_of", 0)
+    run = tracker.start_trial(parent, "early", 1, {}, {})
+    open_state(retry, tmp_path, CONFIGS, "fp", tracker, run)
+    tags = tracker.client.get_run(run).data.tags
+    assert (retry.user_attrs["resumed_from_epoch"], tags["resumed_from_epoch"]) == (0, "0")
+    assert "resumed_from_run" not in tags

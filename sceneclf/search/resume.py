@@ -169,8 +169,8 @@ def open_state(trial: optuna.Trial, checkpoint_dir: Path, configs: dict[str, Any
     # before it trained (or before its run began) has none.
     source = store.writer if saved is not None and store.writer is not None and store.writer < trial.number else before
     dead_run = _chain_run(trials, source)
-    if run_id is not None and dead_run and dead_run != run_id:
-        tracker.continue_trial(run_id, dead_run, epoch)
+    if run_id is not None:
+        tracker.continue_trial(run_id, dead_run if dead_run != run_id else None, epoch)
     return store
 
 

@@ -37,7 +37,7 @@ class Tracker(Protocol):
     def end_trial(self, run_id: str | None, state: str, reason: str | None = None) -> None: ...
     def close_if_running(self, run_id: str, state: str, reason: str) -> bool: ...
     def running_trial_runs(self) -> dict[str, int]: ...
-    def continue_trial(self, run_id: str | None, dead_run_id: str, epoch: int) -> None: ...
+    def continue_trial(self, run_id: str | None, dead_run_id: str | None, epoch: int) -> None: ...
     def log_state(self, run_id: str | None, path: Path) -> None: ...
     def fetch_state(self, run_id: str, dest: Path) -> bool: ...
 
@@ -220,21 +220,25 @@ class MlflowTracker:
         return {r.info.run_id: int(r.data.tags["sceneclf.trial"]) for r in runs
                 if r.data.tags.get("sceneclf.trial", "").isdigit()}
 
-    def continue_trial(self, run_id: str, dead_run_id: str, epoch: int) -> None:
-        """A retry's run goes on from a dead trial's run: its per-epoch metrics up to `epoch` are
-        copied over (one learning curve), and tags link the two."""
+    def continue_trial(self, run_id: str, dead_run_id: str | None, epoch: int) -> None:
+        """A retry's run says from which epoch it goes on (`resumed_from_epoch`) and, where a dead
+        trial's run exists, continues it: its per-epoch metrics up to `epoch` are copied over (one
+        learning curve), and tags link the two."""
         from mlflow.entities import Metric, RunTag
 
+        self.client.set_tag(run_id, "resumed_from_epoch", str(epoch))
         try:
-            dead = self.client.get_run(dead_run_id)
+            dead = self.client.get_run(dead_run_id) if dead_run_id else None
         except Exception:
-            return  # the dead run is gone: nothing to continue
+            dead = None
+        if dead is None:
+            return  # no attempt before this one left a run (or it is gone): nothing to continue
         metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in dead.data.metrics
                    for m in self.client.get_metric_history(dead_run_id, key) if 1 <= m.step <= epoch]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
         self.client.log_batch(run_id, tags=[
-            RunTag("resumed_from_epoch", str(epoch)), RunTag("resumed_from_run", dead_run_id),
+            RunTag("resumed_from_run", dead_run_id),
             RunTag("mlflow.note.content", f"Continues run {dead_run_id} (trial {dead.data.tags.get('sceneclf.trial')}) "
                                           f"after epoch {epoch}.")])
 
