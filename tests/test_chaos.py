@@ -27,6 +27,7 @@ from servers import mlflow_server
 from test_distributed import PG_BIN, postgres  # noqa: F401  (fixture)
 
 from sceneclf.model.checkpoint import load_checkpoint
+from sceneclf.search.resume import attempts_back, predecessor
 
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
 
@@ -149,7 +150,7 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
         assert not [r for r in runs if r.info.status == "RUNNING"], summary
         for kill in kills:
             assert {n: done.get(n) for n in kill["kept"]} == kill["kept"], summary  # nothing lost or changed
-        retries = {pred: t for t in study.trials if (pred := _predecessor(t)) is not None}
+        retries = {pred: t for t in study.trials if (pred := predecessor(t)) is not None}
         by_run = {r.info.run_id: r for r in runs}
         print("killed trial: epochs reported, retry resumed after epoch, queued by", [
             (n, max(study.trials[n].intermediate_values, default=0), retries[n].user_attrs.get("resumed_from_epoch"),
@@ -158,10 +159,8 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
         for number in (n for kill in kills for n in kill["trials"]):
             dead = study.trials[number]
             retry = retries[number]  # every killed trial was queued again, with its parameters
-            chain_runs = {dead.user_attrs.get("mlflow_run_id")}
-            while "resumed_from_epoch" not in retry.user_attrs:  # killed itself before it began training
+            while not _continued(retry, by_run):  # killed itself before it began training
                 assert not retry.intermediate_values.keys() - dead.intermediate_values.keys(), summary
-                chain_runs.add(retry.user_attrs.get("mlflow_run_id"))
                 retry = retries[retry.number]
             assert retry.params == dead.params, summary
             reported = max(dead.intermediate_values, default=0)
@@ -171,10 +170,14 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
                 {e: v for e, v in dead.intermediate_values.items() if e <= resumed}, summary
             run = by_run[retry.user_attrs["mlflow_run_id"]]
             assert run.data.tags["resumed_from_epoch"] == str(resumed), summary
-            if resumed > 0:  # the curve continued is the run of the attempt that trained
-                assert run.data.tags["resumed_from_run"] == dead.user_attrs["mlflow_run_id"], summary
-            else:
-                assert run.data.tags.get("resumed_from_run") in chain_runs | {None}, summary
+            continued = run.data.tags.get("resumed_from_run")
+            earlier = {study.trials[n].user_attrs.get("mlflow_run_id")
+                       for n in attempts_back(study.trials, predecessor(retry))}
+            assert continued is None or continued in earlier, summary
+            if resumed > 0:  # the curve it continues is an earlier attempt's, through the epoch resumed after
+                assert continued is not None, summary
+                steps = {m.step for m in client.get_metric_history(continued, "val_accuracy")}
+                assert set(range(1, resumed + 1)) <= steps, summary
             if retry.state == TrialState.COMPLETE:  # one learning curve: every epoch once or, redone, twice
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
                 assert sorted(set(steps)) == list(range(1, EPOCHS + 1)), summary
@@ -189,10 +192,11 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
         assert left == [], summary  # every trial checkpoint settled, every training state removed
 
 
-def _predecessor(t: optuna.trial.FrozenTrial) -> int | None:
-    from sceneclf.search.resume import predecessor
-
-    return predecessor(t)
+def _continued(retry: optuna.trial.FrozenTrial, by_run: dict) -> bool:
+    """The retry got as far as its training: its run says from which epoch it resumed (the tag
+    is written last, after the dead run's curve)."""
+    run = by_run.get(retry.user_attrs.get("mlflow_run_id"))
+    return "resumed_from_epoch" in retry.user_attrs and run is not None and "resumed_from_epoch" in run.data.tags
 
 
 def _tail(root: Path) -> str:

@@ -282,3 +282,30 @@ def test_a_retry_of_a_trial_killed_before_its_run_began_says_it_starts_over(tmp_
     tags = tracker.client.get_run(run).data.tags
     assert (retry.user_attrs["resumed_from_epoch"], tags["resumed_from_epoch"]) == (0, "0")
     assert "resumed_from_run" not in tags
+
+
+def test_a_heartbeat_retry_carries_retry_of_not_the_dead_attempts_attributes(tmp_path):
+    """Optuna's retry callback copies every user attribute; ours keeps the parameters and reports
+    but not the dead attempt's run, worker or resume point, which belong to that attempt."""
+    import time
+    import warnings
+
+    from sceneclf.search.storage import RetryStaleTrial
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=1, grace_period=1,
+                                         heartbeat_stale_trial_callback=RetryStaleTrial(
+                                             max_retry=2, inherit_intermediate_values=True))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # heartbeats outside `optimize`: this test beats by hand
+        dead = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)})
+    for key, value in {"mlflow_run_id": "r0", "worker": "host:1", "resumed_from_epoch": 2}.items():
+        dead.set_user_attr(key, value)
+    dead.report(0.5, 1)
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    failed, retry = study.trials
+    assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.user_attrs == {"retry_of": 0}
+    assert (retry.params, retry.intermediate_values, retry.system_attrs["retry_history"]) == (dead.params, {1: 0.5}, [0])

@@ -49,8 +49,8 @@ def state_path(checkpoint_dir: Path, number: int) -> Path:
 
 
 def predecessor(t: optuna.trial.FrozenTrial) -> int | None:
-    """The trial this one retries: the heartbeat's retry history first (it also copies the dead
-    trial's user attributes, `retry_of` included), else the restart's `retry_of`."""
+    """The trial this one retries: the heartbeat's retry history (studies whose retries copied
+    every user attribute, `retry_of` included, still hold it), else `retry_of`."""
     history = t.system_attrs.get("retry_history")
     if history:
         return int(history[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,19 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sceneclf.errors import ConfigError, first_line
 from sceneclf.paths import sqlite_path
 from sceneclf.search import PRUNERS, SAMPLERS
+from sceneclf.search.record import TrialAttr
 
 HEARTBEAT_SECONDS = int(os.environ.get("SCENECLF_HEARTBEAT", "10"))
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial the heartbeat check failed, carrying `retry_of` as the restart's
+    retry does, not the dead attempt's own attributes (its MLflow run, its worker, its resume)."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {TrialAttr.RETRY_OF: trial.number}
+        super().__call__(study, trial)
 
 
 def check_storage(url: str) -> None:
@@ -44,7 +56,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
                           grace_period=3 * HEARTBEAT_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                          heartbeat_stale_trial_callback=RetryStaleTrial(
                               max_retry=2, inherit_intermediate_values=True))
     except Exception as exc:
         reason = first_line(exc)

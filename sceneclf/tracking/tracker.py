@@ -221,26 +221,28 @@ class MlflowTracker:
                 if r.data.tags.get("sceneclf.trial", "").isdigit()}
 
     def continue_trial(self, run_id: str, dead_run_id: str | None, epoch: int) -> None:
-        """A retry's run says from which epoch it goes on (`resumed_from_epoch`) and, where a dead
-        trial's run exists, continues it: its per-epoch metrics up to `epoch` are copied over (one
-        learning curve), and tags link the two."""
+        """A retry's run goes on from a dead trial's run, where one exists: its per-epoch metrics up
+        to `epoch` are copied over (one learning curve), then tags say from which epoch the run
+        resumed (`resumed_from_epoch`, always) and link the two."""
         from mlflow.entities import Metric, RunTag
+        from mlflow.exceptions import MlflowException
 
-        self.client.set_tag(run_id, "resumed_from_epoch", str(epoch))
+        tags = [RunTag("resumed_from_epoch", str(epoch))]
         try:
             dead = self.client.get_run(dead_run_id) if dead_run_id else None
-        except Exception:
-            dead = None
-        if dead is None:
-            return  # no attempt before this one left a run (or it is gone): nothing to continue
-        metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in dead.data.metrics
-                   for m in self.client.get_metric_history(dead_run_id, key) if 1 <= m.step <= epoch]
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
-        self.client.log_batch(run_id, tags=[
-            RunTag("resumed_from_run", dead_run_id),
-            RunTag("mlflow.note.content", f"Continues run {dead_run_id} (trial {dead.data.tags.get('sceneclf.trial')}) "
-                                          f"after epoch {epoch}.")])
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            dead = None  # the dead run is gone: nothing to continue
+        if dead is not None:
+            metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in dead.data.metrics
+                       for m in self.client.get_metric_history(dead_run_id, key) if 1 <= m.step <= epoch]
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            tags += [RunTag("resumed_from_run", dead_run_id), RunTag(
+                "mlflow.note.content",
+                f"Continues run {dead_run_id} (trial {dead.data.tags.get('sceneclf.trial')}) after epoch {epoch}.")]
+        self.client.log_batch(run_id, tags=tags)  # last: a run with the tag holds the whole curve copied
 
     @property
     def shares_states(self) -> bool:
