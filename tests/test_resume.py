@@ -309,3 +309,27 @@ def test_a_heartbeat_retry_carries_retry_of_not_the_dead_attempts_attributes(tmp
     assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
     assert retry.user_attrs == {"retry_of": 0}
     assert (retry.params, retry.intermediate_values, retry.system_attrs["retry_history"]) == (dead.params, {1: 0.5}, [0])
+
+
+def test_a_trial_whose_process_died_before_claiming_it_is_queued_again(tmp_path, monkeypatch):
+    """Killed between taking a trial and its first heartbeat, a process leaves a RUNNING trial that
+    Optuna's heartbeat check never fails: one older than the grace period and claimed by no worker
+    is failed and queued again; a fresh unclaimed one is left to its process."""
+    import time
+
+    from sceneclf.search import recovery
+    from sceneclf.tracking.tracker import NullTracker
+
+    monkeypatch.setattr(recovery, "UNCLAIMED_SECONDS", 1.0)  # the grace period, shortened
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
+    taken = study.ask({"lr": lr})
+    taken.report(0.5, 1)
+    time.sleep(1.5)
+    fresh = study.ask({"lr": lr})
+    assert recovery.recover_dead_trials(study, NullTracker()) == [0]
+    dead, alive, retry = study.trials
+    assert (dead.state, dead.user_attrs["reason"]) == (TrialState.FAIL, "worker died before it recorded itself on the trial")
+    assert (alive.number, alive.state) == (fresh.number, TrialState.RUNNING)
+    assert (retry.state, retry.params, retry.user_attrs, retry.intermediate_values) == (
+        TrialState.WAITING, dead.params, {"retry_of": 0}, {1: 0.5})

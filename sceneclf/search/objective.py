@@ -72,6 +72,7 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(TrialAttr.WORKER, worker_id())  # first: a trial no process claims is a dead one's
         cfgs = sample(trial, self.space, len(self.data.classes), seed=self.seed + trial.number)
         if self.epochs is not None:
             cfgs = replace(cfgs, train=replace(cfgs.train, epochs=self.epochs))
@@ -85,7 +86,6 @@ class Objective:
         for key, value in sizes.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr(TrialAttr.WIDTHS, list(cfgs.model.widths))
-        trial.set_user_attr(TrialAttr.WORKER, worker_id())
         run_id = self._start_run(trial, cfgs, sizes)
         if max(violations.values()) > 0:
             reason = "over budget: " + ", ".join(

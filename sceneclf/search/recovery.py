@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,11 @@ from optuna.trial import TrialState
 
 from sceneclf.errors import first_line
 from sceneclf.search.record import TrialAttr, best_feasible, trial_value
+from sceneclf.search.storage import HEARTBEAT_SECONDS
 from sceneclf.tracking.tracker import Tracker
+
+
+UNCLAIMED_SECONDS = 3 * HEARTBEAT_SECONDS  # a live process records itself within milliseconds of taking a trial
 
 
 def worker_id() -> str:
@@ -58,19 +63,27 @@ def promote_pending(study: optuna.Study, checkpoint_dir: Path, tracker: Tracker,
 
 
 def recover_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
-    """Trials left RUNNING by a process of this machine that no longer exists: fail them now
-    (rather than after the heartbeat grace period), queue them again with their parameters and
-    reports (the retry resumes from their training state: `search.resume`), close their MLflow
-    runs. Returns the numbers of the trials recovered."""
+    """Trials left RUNNING by a process of this machine that no longer exists, and trials whose
+    process died before it recorded itself on them (Optuna's heartbeat check never fails a trial
+    that has not beaten once): fail them now, queue them again with their parameters and reports
+    (the retry resumes from their training state: `search.resume`), close their MLflow runs.
+    Returns the numbers of the trials recovered."""
     host = socket.gethostname()
+    now = datetime.now()  # Optuna stamps datetime_start with the local, naive time
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(t.user_attrs.get(TrialAttr.WORKER, ""))
         name, _, pid = worker.rpartition(":")
-        if name != host or not pid.isdigit() or _alive(int(pid)):
+        if not worker:
+            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < UNCLAIMED_SECONDS:
+                continue  # its process may be about to record itself
+            reason = "worker died before it recorded itself on the trial"
+        elif name != host or not pid.isdigit() or _alive(int(pid)):
             continue
+        else:
+            reason = "worker died (recovered on restart)"
         try:  # the reason first: a finished trial takes no more attributes
-            study._storage.set_trial_user_attr(t._trial_id, TrialAttr.REASON, "worker died (recovered on restart)")
+            study._storage.set_trial_user_attr(t._trial_id, TrialAttr.REASON, reason)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # failed meanwhile by another process's heartbeat check, which retries it
