@@ -1,4 +1,4 @@
-"""11. Front: what halving the parameter memory costs, on the DCASE low-complexity budget.
+"""12. Front: what halving the parameter memory costs, on the DCASE low-complexity budget.
 
 In a fresh folder: `sceneclf search --objectives accuracy,kb --space dcase-low-complexity --trials
 50 --seed 0` (int8, at most 128 kB of parameters and 30M MACs per second of audio), then `sceneclf
@@ -36,7 +36,7 @@ def run(ctx: Context) -> Section:
     trials = 12 if ctx.quick else int(os.environ.get("BENCH_FRONT_TRIALS", 50))
     cwd = ctx.tmp / "front"
     cwd.mkdir(parents=True, exist_ok=True)
-    sec = Section("11. Front: accuracy against parameter memory at int8 (DCASE low-complexity budget)")
+    sec = Section("12. Front: accuracy against parameter memory at int8 (DCASE low-complexity budget)")
     wall = sceneclf(ctx, cwd, "search", "--objectives", "accuracy,kb", "--space", "dcase-low-complexity",
                     "--trials", str(trials), "--seed", "0", "--no-progress")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,7 +63,7 @@ def run(ctx: Context) -> Section:
                for kb, (t, m) in got.items()])
     full, half = (got[kb][1]["test_accuracy_int8"] for kb in SIZES)
     loss = (full - half) * 100
-    sec.goal(f"11 front: test accuracy at int8, {SIZES[1]} kB point against the {SIZES[0]} kB best (points lost)",
+    sec.goal(f"12 front: test accuracy at int8, {SIZES[1]} kB point against the {SIZES[0]} kB best (points lost)",
              f"{loss:+.1f}", f"<= {GOAL:g}", loss <= GOAL if not ctx.quick else None)
-    sec.goal("11 front: points on the front", str(len(rows)), "report", None)
+    sec.goal("12 front: points on the front", str(len(rows)), "report", None)
     return sec

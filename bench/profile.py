@@ -1,4 +1,4 @@
-"""12. Profile: how busy a search keeps the cores, and where one worker's time goes.
+"""13. Profile: how busy a search keeps the cores, and where one worker's time goes.
 
 Core use: `sceneclf search --trials 16 --seed 0` (default space and pruner, MLflow in the folder)
 with `--jobs 1` and with `--jobs auto`, each in a fresh folder: wall time, and the CPU seconds of
@@ -79,7 +79,7 @@ def cumulative(stats: pstats.Stats, file_end: str, name: str) -> float:
 def run(ctx: Context) -> Section:
     trials = 6 if ctx.quick else 16
     cores = usable_cores()
-    sec = Section("12. Profile: core use of a search, and where one worker's time goes")
+    sec = Section("13. Profile: core use of a search, and where one worker's time goes")
     rows, use = [], {}
     for jobs in ("1", "auto"):
         wall, cpu = search(ctx, ctx.tmp / f"profile-jobs-{jobs}", trials, "--jobs", jobs)
@@ -103,7 +103,7 @@ def run(ctx: Context) -> Section:
             "optimizer steps and the per-epoch reports):", "")
     sec.table(["part", "cumulative", "share"],
               [[label, f"{(t := cumulative(stats, f, name)):.1f} s", f"{t / total:.0%}"] for f, name, label in PARTS])
-    sec.goal("12 profile: core use, `--jobs auto`", f"{use['auto']:.0%}", f">= {GOAL:.0%}",
+    sec.goal("13 profile: core use, `--jobs auto`", f"{use['auto']:.0%}", f">= {GOAL:.0%}",
              use["auto"] >= GOAL if not ctx.quick else None)
-    sec.goal("12 profile: core use, `--jobs 1`", f"{use['1']:.0%}", "report", None)
+    sec.goal("13 profile: core use, `--jobs 1`", f"{use['1']:.0%}", "report", None)
     return sec

@@ -1,4 +1,4 @@
-"""resume: a 20-trial search killed 5 times at random moments, against the same search unkilled.
+"""11. Resume: a 20-trial search killed 5 times at random moments, against the same search unkilled.
 
 Both searches train the same 20 configurations (drawn once from the default space by the random
 sampler, seed 0, and queued in that order: a restarted process reseeds its sampler, so sampled
@@ -92,7 +92,7 @@ def _run(ctx: Context, name: str, kills: int, rng: random.Random, extra: list[st
 
 
 def run(ctx: Context) -> Section:
-    sec = Section(f"resume: a {TRIALS}-trial search killed {KILLS} times against the same search unkilled")
+    sec = Section(f"11. Resume: a {TRIALS}-trial search killed {KILLS} times against the same search unkilled")
     extra = ["--epochs", "4" if ctx.quick else "12"]
     ctx.say("  both searches side by side, one thread each")
     ctx.data()  # prepared once, before the two threads ask for it
@@ -112,10 +112,10 @@ def run(ctx: Context) -> Section:
                 ", ".join(map(str, b["resumed"])), f"{b['best'].number} ({b['queued_as']})",
                 f"{b['best'].value:.3f}", f"{b['wall']:.0f} s"]])
     extra_epochs = b["epochs"] - a["epochs"]
-    sec.goal(f"resume: epochs trained again over {len(b['kills'])} kills", f"{extra_epochs:+d}", f"<= {KILLS}",
+    sec.goal(f"11 resume: epochs trained again over {len(b['kills'])} kills", f"{extra_epochs:+d}", f"<= {KILLS}",
              None if ctx.quick else extra_epochs <= KILLS)
     same = a["queued_as"] == b["queued_as"] and a["best"].value == b["best"].value
-    sec.goal("resume: the same queued configuration wins, at the same accuracy",
+    sec.goal("11 resume: the same queued configuration wins, at the same accuracy",
              f"{a['queued_as']}: {a['best'].value:.4f} / {b['queued_as']}: {b['best'].value:.4f}",
              "same", None if ctx.quick else same)
     return sec
