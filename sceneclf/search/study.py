@@ -303,7 +303,11 @@ def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], Pr
                           "point --data at the same data set")
     probe = open_study(settings, settings.seed, record.epochs)
     study = open_study(settings, settings.seed + 7919 * os.getpid() + len(probe.trials), record.epochs)
-    target = count_finished(study) + n_trials if n_trials else int(study.user_attrs.get(StudyAttr.TARGET_TRIALS, 0))
+    if n_trials:
+        target = count_finished(study) + n_trials
+        echo(f"--trials {n_trials}: runs trials until study {settings.study!r} has {target} finished")
+    else:
+        target = int(study.user_attrs.get(StudyAttr.TARGET_TRIALS, 0))
     tracker = open_tracker(settings.tracking_uri, settings.study)
     parent = study.user_attrs.get(StudyAttr.PARENT_RUN)
     if parent is None:
