@@ -317,10 +317,10 @@ def test_a_trial_whose_process_died_before_claiming_it_is_queued_again(tmp_path,
     is failed and queued again; a fresh unclaimed one is left to its process."""
     import time
 
-    from sceneclf.search import recovery
+    from sceneclf.search import recovery, storage
     from sceneclf.tracking.tracker import NullTracker
 
-    monkeypatch.setattr(recovery, "UNCLAIMED_SECONDS", 1.0)  # the grace period, shortened
+    monkeypatch.setattr(storage, "HEARTBEAT_SECONDS", 1 / 3)  # grace period 1 s
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", direction="maximize")
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
     taken = study.ask({"lr": lr})

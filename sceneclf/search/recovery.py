@@ -14,11 +14,8 @@ from optuna.trial import TrialState
 
 from sceneclf.errors import first_line
 from sceneclf.search.record import TrialAttr, best_feasible, trial_value
-from sceneclf.search.storage import HEARTBEAT_SECONDS
+from sceneclf.search.storage import grace_seconds
 from sceneclf.tracking.tracker import Tracker
-
-
-UNCLAIMED_SECONDS = 3 * HEARTBEAT_SECONDS  # a live process records itself within milliseconds of taking a trial
 
 
 def worker_id() -> str:
@@ -75,8 +72,8 @@ def recover_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
         worker = str(t.user_attrs.get(TrialAttr.WORKER, ""))
         name, _, pid = worker.rpartition(":")
         if not worker:
-            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < UNCLAIMED_SECONDS:
-                continue  # its process may be about to record itself
+            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace_seconds():
+                continue  # a live process claims its trial within milliseconds: this one may yet
             reason = "worker died before it recorded itself on the trial"
         elif name != host or not pid.isdigit() or _alive(int(pid)):
             continue

@@ -18,6 +18,12 @@ from sceneclf.search.record import TrialAttr
 HEARTBEAT_SECONDS = int(os.environ.get("SCENECLF_HEARTBEAT", "10"))
 
 
+def grace_seconds() -> float:
+    """How long a running trial may go unheard (no heartbeat, or no worker claiming it) before it
+    counts as dead; read at call time, so a changed heartbeat interval carries over."""
+    return 3 * HEARTBEAT_SECONDS
+
+
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a trial the heartbeat check failed, carrying `retry_of` as the restart's
     retry does, not the dead attempt's own attributes (its MLflow run, its worker, its resume)."""
@@ -55,7 +61,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs = {"connect_args": {"timeout": 120}}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-                          grace_period=3 * HEARTBEAT_SECONDS,
+                          grace_period=grace_seconds(),
                           heartbeat_stale_trial_callback=RetryStaleTrial(
                               max_retry=2, inherit_intermediate_values=True))
     except Exception as exc:
