@@ -90,6 +90,26 @@ def test_tut2017_official_fold(tmp_path):
     assert clip == Clip((root / "audio/b002_0_10.wav").resolve(), "beach", "b002", clip.split)
 
 
+def test_tut2017_validate_list_is_the_val_split(tmp_path):
+    """A fold's optional validate list replaces the carve: val is exactly what it lists."""
+    root = make_tut(tmp_path / "tut")
+    setup = root / "evaluation_setup"
+    train = setup.joinpath("fold1_train.txt").read_text().splitlines()
+    val = [line for line in train if "002_" in line.split("\t")[0]]  # location 2 of every class
+    text(setup / "fold1_train.txt", [line for line in train if line not in val])
+    text(setup / "fold1_validate.txt", val)
+    m = load_manifest(root, fold=1, val_fraction=0.5, seed=7)
+    assert sorted(str(c.path.relative_to(root.resolve())) for c in m.subset("val").clips) == \
+        sorted(line.split("\t")[0] for line in val)
+    assert {c.group for c in m.subset("test").clips} == {"b000", "c000", "p000"}
+    assert len(m.subset("train").clips) == 12
+    assert_sound(m)
+    text(setup / "fold1_validate.txt", val + [train[0]])
+    with pytest.raises(DataError, match=r"fold1_validate\.txt line 7: 'audio/b001_0_10\.wav' is in "
+                                        r"both the train and validate lists of fold 1"):
+        load_manifest(root)
+
+
 def test_tut2017_without_setup_is_group_split(tmp_path):
     m = load_manifest(make_tut(tmp_path, folds=False), seed=3)
     assert m.layout == "tut2017"

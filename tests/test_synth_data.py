@@ -1,13 +1,13 @@
 """The default generator's classes: confusable groups with shared spectra, told apart by
 time-frequency structure; recording locations and devices colour clips whatever their class."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
 
 from sceneclf.data import synth
-from sceneclf.data.manifest import group_split
-from sceneclf.data.prepare import DataConfig
 from sceneclf.data.synth import SCENE_CLASSES, SYNTH_VERSION, SynthConfig, generate
 from sceneclf.model.frontend import LOG_EPS, FeatureConfig, FrontEnd
 
@@ -64,7 +64,7 @@ PATTERNS = (orientation, onset_skew, flutter)
 
 
 def test_version_and_class_groups():
-    assert SYNTH_VERSION == 5
+    assert SYNTH_VERSION == 6
     sizes = sorted(len(v) for v in groups().values())
     assert len(sizes) == 4 and min(sizes) >= 3 and max(sizes) <= 5 and sum(sizes) == 15
     for members in groups().values():  # no two classes of a group look alike
@@ -121,30 +121,36 @@ def test_generate_is_bit_identical_for_a_seed():
 
 
 def test_default_config_gives_val_and_test_of_300_clips():
-    """The split of the default set as `prepare` makes it: test is the fold's evaluate list, val
-    a group split of DataConfig.val_fraction of its train list."""
+    """The split of the default set: its locations' roles, as the fold's lists record them."""
     cfg = SynthConfig()
-    evaluate = synth._eval_locations(cfg, 0)
-    rows = [(label, f"{synth._LOC_PREFIX[c]}{i % cfg.locations_per_class:03d}")
+    roles = synth.location_roles(cfg, 0)
+    rows = [(label, roles.get(f"{synth._LOC_PREFIX[c]}{i % cfg.locations_per_class:03d}", "train"))
             for c, label in enumerate(SCENE_CLASSES) for i in range(cfg.clips_per_class)]
-    test = [r for r in rows if r[1] in evaluate]
-    train = [r for r in rows if r[1] not in evaluate]
-    splits = group_split([r[0] for r in train], [r[1] for r in train], {"val": DataConfig().val_fraction}, seed=0)
-    assert len(test) >= 300 and splits.count("val") >= 300
-    assert {r[0] for r in test} == set(SCENE_CLASSES)
+    assert Counter(split for _, split in rows) == {"train": 900, "val": 300, "test": 300}
+    assert {label for label, split in rows if split == "test"} == set(SCENE_CLASSES)
+    assert {label for label, split in rows if split == "val"} == set(SCENE_CLASSES)
+
+
+def test_a_config_without_val_locations_leaves_validation_to_the_carve():
+    roles = synth.location_roles(SynthConfig(val_fraction=0.0), 0)
+    assert set(roles.values()) == {"test"} and len(roles) == 15 * 4
+    few = synth.location_roles(SynthConfig(clips_per_class=2, locations_per_class=2), 0)
+    assert list(few.values()) == ["test"] * 15  # one location each for test and train, none left
 
 
 def test_devices_as_in_tau_2020_mobile():
     """Training locations are heard mostly through the flat device "a", never through s1-s6;
-    test locations through every device alike."""
-    cfg = SynthConfig(clips_per_class=40, locations_per_class=8, min_seconds=0.5, max_seconds=0.5)
-    evaluate = synth._eval_locations(cfg, 0)
+    validation locations through a, b, c and s1-s3 alike; test locations through all nine."""
+    cfg = SynthConfig(clips_per_class=60, locations_per_class=10, min_seconds=0.5, max_seconds=0.5)
+    roles = synth.location_roles(cfg, 0)
     clips = generate(cfg, 0)
-    train = [c.device for c in clips if c.location not in evaluate]
-    test = [c.device for c in clips if c.location in evaluate]
+    devices = {role: [c.device for c in clips if roles.get(c.location, "train") == role]
+               for role in ("train", "val", "test")}
+    train = devices["train"]
     assert 0.8 < train.count("a") / len(train) < 1.0
     assert set(train) == {"a", "b", "c"}
-    assert set(test) == set(synth.DEVICES)
+    assert set(devices["val"]) == {"a", "b", "c", "s1", "s2", "s3"} == set(synth.VAL_DEVICES)
+    assert set(devices["test"]) == set(synth.DEVICES)
     assert all(c.name.endswith(f"_{c.device}.wav") for c in clips)
 
 

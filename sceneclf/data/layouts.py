@@ -161,7 +161,10 @@ def _check_fold(fold: int, valid: list[int], what: str) -> None:
 # ---------------------------------------------------------------- DCASE (TUT / TAU)
 
 def _read_dcase(root: Path, fold: int, layout: str) -> Listing:
-    """tut2017 / tut2016 (`meta.txt`, no header) and tau2019 (`meta.csv`, header)."""
+    """tut2017 / tut2016 (`meta.txt`, no header) and tau2019 (`meta.csv`, header).
+
+    A fold lists its clips in `foldN_train` and `foldN_evaluate` (test); an optional
+    `foldN_validate` lists validation clips, which are otherwise carved from `foldN_train`."""
     tau = layout == "tau2019"
     meta = root / ("meta.csv" if tau else "meta.txt")
     ext, header = (".csv", True) if tau else (".txt", False)
@@ -181,8 +184,11 @@ def _read_dcase(root: Path, fold: int, layout: str) -> Listing:
     _check_fold(fold, folds, f"{setup}")
     by_path = {item.path: item for item in items}
     chosen: dict[Path, Item] = {}
-    for split, name in (("train", "train"), ("test", "evaluate")):
+    validate = setup / f"fold{fold}_validate{ext}"
+    for split, name in (("train", "train"), ("val", "validate"), ("test", "evaluate")):
         lst = setup / f"fold{fold}_{name}{ext}"
+        if split == "val" and not validate.is_file():
+            continue
         table = read_table(lst, names[:1], names[1:], header=header, delimiter="\t")
         listed = [Row(f"{lst} line {n}", r[names[0]], r.get(names[1], ""), None, split)
                   for n, r in table]
@@ -194,10 +200,11 @@ def _read_dcase(root: Path, fold: int, layout: str) -> Listing:
                 raise DataError(f"{row.where}: {row.listed!r} is labelled {item.label!r} here "
                                 f"but {known.label!r} in {meta}")
             if item.path in chosen and chosen[item.path].split != split:
-                raise DataError(f"{row.where}: {row.listed!r} is in both the train and "
-                                f"evaluate lists of fold {fold}")
+                other = {"train": "train", "val": "validate", "test": "evaluate"}[chosen[item.path].split]
+                raise DataError(f"{row.where}: {row.listed!r} is in both the {other} and "
+                                f"{name} lists of fold {fold}")
             chosen[item.path] = known._replace(split=split)
-    return Listing(root, meta, list(chosen.values()), carve_val=True)
+    return Listing(root, meta, list(chosen.values()), carve_val=not validate.is_file())
 
 
 # ---------------------------------------------------------------- ESC-50, UrbanSound8K

@@ -65,11 +65,14 @@ class PreparedData:
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
 
-    def devices(self, split: str, logits: torch.Tensor) -> DeviceAccuracy | None:
+    def devices(self, split: str, logits: torch.Tensor,
+                heard: tuple[str, ...] = ("train",)) -> DeviceAccuracy | None:
         """Accuracy by recording device of `split`'s clips (`logits`: the model's, in its order),
-        where the file names tell the device (`data.devices`)."""
+        where the file names tell the device (`data.devices`); the devices of the `heard` splits
+        count as heard in training."""
         correct = (logits.argmax(1) == self.splits[split].labels).tolist()
-        return device_accuracy(self.paths.get(split, []), correct, self.paths.get("train", []))
+        trained = [p for name in heard for p in self.paths.get(name, [])]
+        return device_accuracy(self.paths.get(split, []), correct, trained)
 
 
 def resolve_data(cfg: DataConfig, cache_dir: Path) -> Path:

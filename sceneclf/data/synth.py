@@ -15,7 +15,9 @@ share their average spectra and the spread of each band over time. Every recordi
 colours its clips with a room (spectral tilt, peaking EQs), a gain and a background noise colour,
 drawn from distributions shared by all classes. Nine recording devices, as in TAU Urban Acoustic
 Scenes 2020 Mobile, add their own response: training locations are heard mostly through the flat
-device "a", test locations through every device alike, six of them unheard in training.
+device "a"; validation locations through a, b, c and s1-s3 alike, so that choosing a model sees how
+it does on devices the training never heard; test locations through all nine alike, so s4-s6 are
+heard by neither training nor model choice.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "SCENE_CLASSES",
     "SYNTH_VERSION",
     "TRAIN_DEVICES",
+    "VAL_DEVICES",
     "SynthClip",
     "SynthConfig",
     "dataset_key",
@@ -48,6 +51,7 @@ __all__ = [
     "device_response",
     "generate",
     "iter_clips",
+    "location_roles",
     "write_dataset",
 ]
 
@@ -55,7 +59,7 @@ SCENE_CLASSES: tuple[str, ...] = (
     "beach", "bus", "cafe/restaurant", "car", "city_center", "forest_path", "grocery_store",
     "home", "library", "metro_station", "office", "park", "residential_area", "train", "tram",
 )  # fmt: skip
-SYNTH_VERSION = 5  # bump when the recipes change: it invalidates cached data sets
+SYNTH_VERSION = 6  # bump when the recipes change: it invalidates cached data sets
 DONE = "DONE"
 # Prefixes of location ids, one per class in SCENE_CLASSES order.
 _LOC_PREFIX = ("be", "bu", "ca", "cr", "ci", "fo", "gr", "ho", "li", "me", "of", "pa", "re", "tr", "tm")
@@ -100,9 +104,10 @@ _LOCATION = dict(
 )  # fmt: skip
 _CLIP_JITTER = 0.06  # a clip's parameters: its location's, plus this fraction of the range (1 sd)
 # Recording devices as in TAU Urban Acoustic Scenes 2020 Mobile: "a" is flat and records most
-# training clips; test locations hear every device alike, "s1".."s6" never heard in training.
+# training clips; "s1".."s6" are never heard in training.
 DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
 TRAIN_DEVICES = dict(a=0.9, b=0.05, c=0.05)  # calibrated: augmentation must pay on unheard devices
+VAL_DEVICES = DEVICES[:6]  # s4-s6 stay unheard until the test split
 # Calibrated (bench/calibrate_synth.py): a CNN without augmentation loses points on unheard devices.
 _DEVICE = dict(
     tilt=(-8.0, 8.0),  # dB/octave about 1 kHz
@@ -121,6 +126,7 @@ class SynthConfig:
     min_seconds: float = 3.0
     max_seconds: float = 4.0
     eval_fraction: float = 0.2  # share of each class's locations in fold1_evaluate
+    val_fraction: float = 0.2  # share in fold1_validate; 0 leaves validation to be carved from train
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, what: str) -> None:
@@ -142,6 +148,8 @@ class SynthConfig:
              "max_seconds", f"a number in [min_seconds ({self.min_seconds}), 60]")  # fmt: skip
         need(isinstance(self.eval_fraction, (int, float)) and 0 < self.eval_fraction < 1,
              "eval_fraction", "a number strictly between 0 and 1")  # fmt: skip
+        need(isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1 - self.eval_fraction,
+             "val_fraction", f"a number in [0, 1 - eval_fraction ({1 - self.eval_fraction:g}))")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -254,17 +262,18 @@ def _safe(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def _clip(cfg: SynthConfig, seed: int, c: int, i: int, evaluate: set[str]) -> SynthClip:
-    """Clip `i` of class `c`; it belongs to location i % locations_per_class. Clips of `evaluate`
-    locations come from every device alike, others mostly from device "a"."""
+def _clip(cfg: SynthConfig, seed: int, c: int, i: int, roles: dict[str, str]) -> SynthClip:
+    """Clip `i` of class `c`; it belongs to location i % locations_per_class. Clips of test
+    locations come from every device alike, of val locations from VAL_DEVICES alike, others mostly
+    from device "a"."""
     loc, k = i % cfg.locations_per_class, i // cfg.locations_per_class
     label = SCENE_CLASSES[c]
     location = f"{_LOC_PREFIX[c]}{loc:03d}"
     loc_rng = np.random.default_rng(np.random.SeedSequence([seed, 0, c, loc]))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c, loc, k]))
     dev_rng = np.random.default_rng(np.random.SeedSequence([seed, 4, c, i]))
-    if location in evaluate:
-        device = str(dev_rng.choice(DEVICES))
+    if location in roles:
+        device = str(dev_rng.choice(DEVICES if roles[location] == "test" else VAL_DEVICES))
     else:
         device = str(dev_rng.choice(list(TRAIN_DEVICES), p=list(TRAIN_DEVICES.values())))
     group, *attrs = _CLASSES[label]
@@ -279,10 +288,10 @@ def _clip(cfg: SynthConfig, seed: int, c: int, i: int, evaluate: set[str]) -> Sy
 
 def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:
     """Yield the data set's clips one at a time (class by class); see `generate`."""
-    evaluate = _eval_locations(cfg, seed)
+    roles = location_roles(cfg, seed)
     for c in range(len(SCENE_CLASSES)):
         for i in range(cfg.clips_per_class):
-            yield _clip(cfg, seed, c, i, evaluate)
+            yield _clip(cfg, seed, c, i, roles)
 
 
 def generate(cfg: SynthConfig, seed: int) -> list[SynthClip]:
@@ -290,14 +299,18 @@ def generate(cfg: SynthConfig, seed: int) -> list[SynthClip]:
     return list(iter_clips(cfg, seed))
 
 
-def _eval_locations(cfg: SynthConfig, seed: int) -> set[str]:
-    """About `eval_fraction` of each class's locations (at least one, never all), seeded."""
-    chosen = set()
-    n_eval = min(cfg.locations_per_class - 1, max(1, round(cfg.eval_fraction * cfg.locations_per_class)))
+def location_roles(cfg: SynthConfig, seed: int) -> dict[str, str]:
+    """"test" for about `eval_fraction` of each class's locations (at least one), "val" for about
+    `val_fraction` of them; at least one location of each class is left out for training. Seeded."""
+    n = cfg.locations_per_class
+    n_eval = min(n - 1, max(1, round(cfg.eval_fraction * n)))
+    n_val = min(n - 1 - n_eval, round(cfg.val_fraction * n))
+    roles = {}
     for c in range(len(SCENE_CLASSES)):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 2, c]))
-        chosen |= {f"{_LOC_PREFIX[c]}{j:03d}" for j in rng.permutation(cfg.locations_per_class)[:n_eval]}
-    return chosen
+        order = np.random.default_rng(np.random.SeedSequence([seed, 2, c])).permutation(n)
+        for k, j in enumerate(order[: n_eval + n_val]):
+            roles[f"{_LOC_PREFIX[c]}{j:03d}"] = "test" if k < n_eval else "val"
+    return roles
 
 
 # ---- on disk ----
@@ -308,17 +321,18 @@ def _build(root: Path, cfg: SynthConfig, seed: int) -> None:
 
     (root / "audio").mkdir()
     (root / "evaluation_setup").mkdir()
-    evaluate = _eval_locations(cfg, seed)
-    meta, train, test = [], [], []
+    roles = location_roles(cfg, seed)
+    meta, lists = [], {"train": [], "val": [], "test": []}
     for clip in iter_clips(cfg, seed):
         sf.write(root / clip.name, clip.audio, cfg.sample_rate, subtype="PCM_16", format="WAV")
         meta.append(f"{clip.name}\t{clip.label}\t{clip.location}\n")
-        (test if clip.location in evaluate else train).append((clip.name, clip.label))
+        lists[roles.get(clip.location, "train")].append((clip.name, clip.label))
     (root / "meta.txt").write_text("".join(meta))
     setup = root / "evaluation_setup"
-    (setup / "fold1_train.txt").write_text("".join(f"{f}\t{lab}\n" for f, lab in train))
-    (setup / "fold1_evaluate.txt").write_text("".join(f"{f}\t{lab}\n" for f, lab in test))
-    (setup / "fold1_test.txt").write_text("".join(f"{f}\n" for f, _ in test))
+    for split, name in (("train", "train"), ("val", "validate"), ("test", "evaluate")):
+        if lists[split]:  # no validate list: validation is carved from the train list
+            (setup / f"fold1_{name}.txt").write_text("".join(f"{f}\t{lab}\n" for f, lab in lists[split]))
+    (setup / "fold1_test.txt").write_text("".join(f"{f}\n" for f, _ in lists["test"]))
     info = {"generator": "sceneclf.synth", "version": SYNTH_VERSION, "seed": seed, "config": asdict(cfg)}
     (root / DONE).write_text(json.dumps(info, sort_keys=True) + "\n")  # written last
 
@@ -347,7 +361,8 @@ def write_dataset(out_dir: Path, cfg: SynthConfig = SynthConfig(), seed: int = 0
     """Write the data set as 16-bit WAV files plus a TUT Acoustic Scenes 2017 manifest.
 
     Layout: `audio/*.wav`, `meta.txt` (file, label, location), `evaluation_setup/fold1_train.txt`,
-    `fold1_evaluate.txt` (file, label) and `fold1_test.txt` (file); the fold is split by location.
+    `fold1_validate.txt`, `fold1_evaluate.txt` (file, label) and `fold1_test.txt` (file); the fold
+    is split by location.
     A previous synthetic data set in `out_dir` is replaced; any other non-empty folder is refused.
     The same (cfg, seed) writes the same bytes.
     """

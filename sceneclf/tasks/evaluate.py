@@ -169,7 +169,8 @@ def evaluate_model(model: LoadedModel, data: DataConfig, split: str, cache_dir: 
         at_precision[precision] = float((logits.argmax(1).numpy() == labels).mean())
     paths = [p for s in ("train", "val", "test") for p in prepared.paths[s]] if split == "all" \
         else prepared.paths[split]
-    devices = device_accuracy(paths, (predicted == labels).tolist(), prepared.paths["train"])
+    trained = [p for s in ckpt.train.get("trained_on", ["train"]) for p in prepared.paths.get(s, [])]
+    devices = device_accuracy(paths, (predicted == labels).tolist(), trained)
     return Evaluation(ckpt.classes, confusion_counts(labels, predicted, len(ckpt.classes)),
                       model.source, str(root), split, at_precision, devices)
 

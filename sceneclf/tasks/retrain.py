@@ -27,6 +27,8 @@ from sceneclf.search.record import (
 from sceneclf.search.space import TrialConfigs, parse_space, sample
 from sceneclf.train import score, train_model
 
+TRAINED_ON = ("train", "val")  # retrain-best fits both; evaluation counts their devices as heard
+
 
 @dataclass
 class BestTrial:
@@ -86,7 +88,7 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
     n_epochs = epochs or int(best.trial.user_attrs.get(TrialAttr.BEST_EPOCH, cfgs.train.epochs))
     train_cfg = replace(cfgs.train, epochs=n_epochs, seed=seed)
     model_cfg = cfgs.model
-    combined = data.splits["train"] + data.splits["val"]
+    combined = data.splits["train"] + data.splits["val"]  # TRAINED_ON
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
         echo(f"epoch {epoch:3d}/{n_epochs}  train_loss {m['train_loss']:.4f}  lr {m['lr']:.2e}  {m['seconds']:.1f}s")
@@ -98,11 +100,12 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
     test_acc, test_loss, logits = score(model, data.splits["test"], data.frames)
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
                "search_val_accuracy": trial_value(best.trial)}
-    if (devices := data.devices("test", logits)) is not None:
+    if (devices := data.devices("test", logits, heard=TRAINED_ON)) is not None:
         metrics.update(devices.metrics("test_"))
     precision = best.budget.precision
     ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
-                      train={**asdict(train_cfg), "augment": asdict(cfgs.augment), "precision": precision},
+                      train={**asdict(train_cfg), "augment": asdict(cfgs.augment), "precision": precision,
+                             "trained_on": list(TRAINED_ON)},
                       metrics=metrics)
     if precision != "fp32":
         deployed_acc, _, _ = score(deployed_model(ckpt, data), data.splits["test"], data.frames)
