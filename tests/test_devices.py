@@ -44,3 +44,25 @@ def test_retrain_best_reports_heard_and_unheard_devices(retrained_study):
     expected = sum(metrics[f"test_accuracy_device_{d}"] for d in unheard) / len(unheard)  # mean over clips
     assert metrics["test_accuracy_unheard_devices"] == pytest.approx(expected)
     assert "unheard devices" in retrained_study["retrain_output"]
+
+
+def test_every_finished_trial_logs_validation_accuracy_by_device(retrained_study):
+    """The default data's validation hears devices training does not: each trial's run says how
+    its best state did on them, and the devices' clip-weighted mean is the trial's accuracy."""
+    from collections import Counter
+
+    import mlflow
+
+    client = mlflow.MlflowClient(retrained_study["tracking"])
+    runs = client.search_runs([client.get_experiment_by_name(retrained_study["study"]).experiment_id],
+                              "tags.`sceneclf.role` = 'trial' and attributes.status = 'FINISHED'")
+    setup = retrained_study["data"] / "evaluation_setup"
+    clips = Counter(device_of(f) for f in (setup / "fold1_validate.txt").read_text().split()[::2])
+    heard = {device_of(f) for f in (setup / "fold1_train.txt").read_text().split()[::2]}
+    assert runs and set(clips) - heard
+    for run in runs:
+        m = run.data.metrics
+        assert {k.rsplit("_", 1)[-1] for k in m if k.startswith("final_val_accuracy_device_")} == set(clips)
+        weighted = sum(m[f"final_val_accuracy_device_{d}"] * n for d, n in clips.items()) / sum(clips.values())
+        assert weighted == pytest.approx(m["final_val_accuracy"])
+        assert 0 <= m["final_val_accuracy_unheard_devices"] <= 1

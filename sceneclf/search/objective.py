@@ -158,6 +158,9 @@ class Objective:
         """Checkpoint the trial (kept aside until Optuna has recorded it: see `promote`), log it."""
         metrics = {"val_accuracy": result.best_val_accuracy, "val_loss": result.best_val_loss,
                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+        _, _, logits = score(model, self.data.splits["val"], self.data.frames)
+        if (devices := self.data.devices("val", logits)) is not None:  # what the choice saw of unheard devices
+            metrics.update(devices.metrics("val_"))
         ckpt = Checkpoint(model, AudioConfig(), cfgs.features, cfgs.model, self.data.classes,
                           train={**asdict(cfgs.train), "augment": asdict(cfgs.augment)}, metrics=metrics)
         path = save_checkpoint(pending_path(self.checkpoint_dir, trial.number), ckpt)
