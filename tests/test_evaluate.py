@@ -146,6 +146,9 @@ def test_evaluate_mlflow_model_logs_a_linked_run(retrained_study, tmp_path):
     assert a["confusion_matrix"] == b["confusion_matrix"]
     # The same number retrain-best measured on the same test split with train.score.
     assert b["accuracy"] == pytest.approx(load_checkpoint(s["checkpoint"]).metrics["test_accuracy"], abs=1e-6)
+    # retrain-best fitted train and val: evaluate counts both splits' devices as heard, as it did
+    assert a["accuracy_unheard_devices"] == pytest.approx(
+        load_checkpoint(s["checkpoint"]).metrics["test_accuracy_unheard_devices"], abs=1e-6)
 
     from mlflow.tracking import MlflowClient
 
