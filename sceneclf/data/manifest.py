@@ -77,8 +77,8 @@ def load_manifest(root: Path, layout: str | None = None, fold: int = 1,
     `layout` forces a layout instead of detecting one. `fold` picks an official fold where
     the data set has folds (for the others it must be 1). For DCASE layouts with an
     evaluation setup, test is the fold's evaluate list and val its validate list or, without
-    one, a group split of `val_fraction` of its train list; a CSV manifest whose split column has no val rows is
-    treated the same way. Layouts without official splits are group-split with
+    one, a group split of `val_fraction` of its train list; a CSV manifest whose split column
+    has no val rows is treated the same way. Layouts without official splits are group-split with
     `test_fraction` and `val_fraction`, seeded by `seed`.
     """
     _check_options(layout, fold, val_fraction, test_fraction)
