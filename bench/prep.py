@@ -11,6 +11,7 @@ Each measurement is a fresh `python -c` process, so the workers' start-up counts
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -130,6 +131,9 @@ def run(ctx: Context) -> Section:
 
     sec = Section("10. Preparation at scale: 1 and 2 processes, the mel store, a second run, memory")
     per_class, rounds = (40, 1) if ctx.quick else (150, 3)
+    # TAU Urban Acoustic Scenes 2020 Mobile's clip count: BENCH_PREP_CLIPS_PER_CLASS=1536 BENCH_PREP_ROUNDS=1
+    per_class = int(os.environ.get("BENCH_PREP_CLIPS_PER_CLASS", per_class))
+    rounds = int(os.environ.get("BENCH_PREP_ROUNDS", rounds))
     synth = SynthConfig(clips_per_class=per_class, sample_rate=22050, min_seconds=4.0, max_seconds=4.0)
     ctx.say(f"  data set: {per_class * 15} clips (generated once into the cache)")
     data = default_dataset(ctx.cache_dir / "datasets", synth, seed=0)
