@@ -5,6 +5,9 @@ Cross-entropy, Adam, ReduceLROnPlateau on the validation loss, early stopping, t
 watches training hangs on the `on_epoch(epoch, metrics)` callback, which may raise to stop
 (Optuna's TrialPruned passes straight through). A `StateStore` passed in keeps the whole
 training state after each epoch, so a killed run goes on at the next epoch.
+
+On CUDA the splits' mels are held on the GPU (`ResidentMels`): crops, windows and the front end
+run there, and an epoch waits for the GPU once, at its end, instead of after every batch.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sceneclf.data.melset import MelSet, batches, clip_windows
+from sceneclf.data.melset import MelSet, ResidentMels, batches, clip_windows, resident_batches, resident_windows
 from sceneclf.errors import ConfigError, SceneclfError
 from sceneclf.model.augment import Augment, AugmentConfig, soft_cross_entropy
 from sceneclf.model.budget import Budget, build
@@ -76,7 +79,7 @@ class FitResult:
 
 
 @torch.inference_mode()
-def score(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 128,
+def score(model: SceneClassifier, data: MelSet | ResidentMels, frames: int, batch_size: int = 128,
           device: torch.device | str = "cpu") -> tuple[float, float, torch.Tensor]:
     """(accuracy, mean cross-entropy, logits (N, C)) of whole clips: each clip's logits are the
     mean of its windows' (`clip_windows`), by the model in eval mode with its BatchNorms folded
@@ -84,24 +87,29 @@ def score(model: SceneClassifier, data: MelSet, frames: int, batch_size: int = 1
     model.eval()
     model = model.fused()
     n_classes = model.cnn.cfg.n_classes
-    total = torch.zeros(len(data), n_classes)
-    count = torch.zeros(len(data))
+    resident = isinstance(data, ResidentMels)
+    home = data.mels.device if resident else torch.device("cpu")  # where the sums are kept
+    total = torch.zeros(len(data), n_classes, device=home)
+    count = torch.zeros(len(data), device=home)
     cuda = torch.device(device).type == "cuda"
-    for x, owners in clip_windows(data, batch_size, frames):
+    windows = resident_windows(data, batch_size, frames) if resident else clip_windows(data, batch_size, frames)
+    for x, owners in windows:
         with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            logits = model.forward_mel(x.to(device, non_blocking=True)).float().cpu()
+            logits = model.forward_mel(x.to(device, non_blocking=True)).float().to(home)
         total.index_add_(0, owners, logits)
-        count.index_add_(0, owners, torch.ones(len(owners)))
-    out = total / count.clamp_min(1)[:, None]
-    loss = nn.functional.cross_entropy(out, data.labels).item() if len(data) else math.nan
-    acc = (out.argmax(1) == data.labels).float().mean().item() if len(data) else math.nan
+        count.index_add_(0, owners, torch.ones(len(owners), device=home))
+    out = (total / count.clamp_min(1)[:, None]).cpu()
+    labels = data.labels.cpu()
+    loss = nn.functional.cross_entropy(out, labels).item() if len(data) else math.nan
+    acc = (out.argmax(1) == labels).float().mean().item() if len(data) else math.nan
     return acc, loss, out
 
 
 def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, frames: int,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         device: torch.device | str = "cpu", keep_last: bool = False,
-        augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None) -> FitResult:
+        augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None,
+        resident: bool | None = None) -> FitResult:
     """Train `model` and return its best state (by validation accuracy, then loss), or with
     `keep_last` the final epoch's state (for retraining on train + validation data).
 
@@ -110,11 +118,17 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     train_accuracy, val_loss, val_accuracy, lr and seconds; an exception it raises stops training.
     Raises NonFiniteLossError as soon as a batch loss is NaN or infinite. With `store`, training
     starts from the state it holds (at the epoch after it) and saves its state after each epoch.
+    `resident` (default: on CUDA) holds the splits on the device; a non-finite batch loss is then
+    found at the end of its epoch.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = torch.device(device)
     cuda = device.type == "cuda"  # mixed precision and pinned host memory on CUDA only
+    resident = cuda if resident is None else resident
+    if resident:
+        train, val = ResidentMels.of(train, frames, device), ResidentMels.of(val, frames, device)
+    batcher = resident_batches if resident else batches
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     model.to(device)
     augmenter = Augment(augment).to(device)
@@ -134,9 +148,10 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         t0 = time.perf_counter()
         model.train()
         augmenter.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for x, y in batches(train, cfg.batch_size, frames, train=True, generator=gen):
-            if cuda:
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x clips, right answers
+        seen = 0
+        for x, y in batcher(train, cfg.batch_size, frames, train=True, generator=gen):
+            if cuda and not resident:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
@@ -148,15 +163,17 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
                     inputs, target = mixup(inputs, y)
                     logits = model.cnn(inputs)
                     loss = soft_cross_entropy(logits.float(), target)
-            if not torch.isfinite(loss):
+            if not resident and not torch.isfinite(loss):  # resident: checked at the epoch's end
                 raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
             seen += len(y)
+        total_loss, correct = sums.tolist()
+        if not math.isfinite(total_loss):
+            raise NonFiniteLossError(f"training loss became {total_loss} at epoch {epoch}")
         val_acc, val_loss, _ = score(model, val, frames, device=device)
         lr = opt.param_groups[0]["lr"]
         metrics = {

@@ -8,7 +8,15 @@ from click.testing import CliRunner
 
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
-from sceneclf.data.melset import MelSet, window_starts
+from sceneclf.data.melset import (
+    MelSet,
+    ResidentMels,
+    batches,
+    clip_windows,
+    resident_batches,
+    resident_windows,
+    window_starts,
+)
 from sceneclf.data.prepare import DataConfig, prepare
 from sceneclf.model.budget import Budget, count_params
 from sceneclf.model.checkpoint import load_checkpoint
@@ -176,3 +184,58 @@ def test_a_clip_is_scored_by_the_mean_of_its_window_logits():
             want = fused.forward_mel(torch.stack(crops)).mean(0)
             assert torch.allclose(got, want, atol=1e-5)
     assert window_starts(150, 94) == [0, 47, 56] and window_starts(200, 94) == [0, 47, 94, 106]
+
+
+def _ragged(seed: int = 0) -> MelSet:
+    g = torch.Generator().manual_seed(seed)
+    mels = [torch.rand(40, n, generator=g) + 0.1 for n in (94, 150, 200, 60, 130, 94, 101)]
+    return MelSet(mels, torch.tensor([0, 1, 2, 0, 1, 2, 0]))
+
+
+def test_resident_mels_cut_the_same_windows_and_centre_crops():
+    data = _ragged()
+    resident = ResidentMels.of(data, 94, "cpu")
+    for (x, owners), (rx, rowners) in zip(clip_windows(data, 4, 94), resident_windows(resident, 4, 94), strict=True):
+        assert torch.equal(x, rx) and torch.equal(owners, rowners)
+    for (x, y), (rx, ry) in zip(batches(data, 3, 94, train=False), resident_batches(resident, 3, 94, train=False),
+                                strict=True):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_resident_training_crops_are_windows_of_their_own_clip():
+    data = _ragged()
+    resident = ResidentMels.of(data, 94, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    offsets = set()
+    for _ in range(20):
+        for x, y in resident_batches(resident, 3, 94, train=True, generator=gen):
+            for crop, label in zip(x, y):
+                found = [(i, s) for i, mel in enumerate(data.mels) for s in range(max(1, mel.shape[-1] - 93))
+                         if torch.equal(crop, torch.nn.functional.pad(mel, (0, max(0, 94 - mel.shape[-1])))[:, s:s + 94])]
+                assert len(found) == 1 and data.labels[found[0][0]] == label
+                offsets.add(found[0])
+    assert len({i for i, _ in offsets}) == len(data)  # every clip drawn
+    assert len({s for i, s in offsets if i == 2}) > 5  # at random offsets
+
+
+def test_resident_fit_learns_and_scores_like_the_host_path(prepared):
+    """As test_short_training_beats_chance_clearly, with the splits held as ResidentMels."""
+    torch.set_num_threads(2)
+    train = prepared.splits["train"]
+    cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=12, early_stop=12, seed=0)
+    torch.manual_seed(0)
+    model = SceneClassifier(FeatureConfig(noise=0.05), ModelConfig(widths=(16, 32, 48)))
+    model.frontend.fit_stats(train.mels)
+    result = fit(model, train, train, cfg, prepared.frames, resident=True)
+    assert all(np.isfinite(h["train_loss"]) for h in result.history) and result.epochs_run == 12
+    model.load_state_dict(result.best_state)
+    host = score(model, train, prepared.frames)
+    held = score(model, ResidentMels.of(train, prepared.frames, "cpu"), prepared.frames)
+    assert host[0] == held[0] > 0.5 and torch.allclose(host[2], held[2], atol=1e-5)
+
+
+def test_resident_fit_finds_a_nan_loss_in_its_first_epoch(prepared):
+    broken = MelSet([m * float("nan") for m in prepared.splits["train"].mels], prepared.splits["train"].labels)
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        fit(SceneClassifier(FeatureConfig(), ModelConfig()), broken, prepared.splits["val"], TrainConfig(epochs=3),
+            prepared.frames, resident=True)
