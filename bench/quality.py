@@ -23,10 +23,10 @@ from pathlib import Path
 import optuna
 
 from bench.common import PYTHON, Context, Section, Watched, fmt_s
+from sceneclf.search.space import AUGMENT_PARAMS
 
 SEEDS = (0, 1, 2)
-AUGMENT = ("mixstyle_p", "mixstyle_alpha", "mixup_alpha", "freq_masks", "freq_width", "time_masks",
-           "time_width", "time_shift")
+AUGMENT = tuple(AUGMENT_PARAMS)
 SPACES = Path(__file__).resolve().parent.parent / "search"
 SPACE = SPACES / "default.toml"
 POOR = ("--widths", "4,8", "--lr", "1e-4", "--epochs", "20")

@@ -155,7 +155,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                inputs = augmenter(model.frontend.from_mel(x))
+                inputs = augmenter(model.frontend.from_mel(augmenter.mel(x)))
                 if mixup is None:
                     logits = model.cnn(inputs)
                     loss = nn.functional.cross_entropy(logits.float(), y)

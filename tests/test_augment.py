@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sceneclf.model.augment import FreqMixStyle, Mixup, SpecAugment, TimeShift, soft_cross_entropy
+from sceneclf.model.augment import DeviceResponse, FreqMixStyle, Mixup, SpecAugment, TimeShift, soft_cross_entropy
 from sceneclf.errors import ConfigError
 
 
@@ -20,6 +20,31 @@ def test_identity_in_eval_mode_and_shape_kept_in_training(module):
     torch.manual_seed(0)
     y = module.train()(x)
     assert y.shape == x.shape and y.dtype == x.dtype and not torch.equal(y, x)
+
+
+def test_device_response_is_one_smooth_gain_curve_per_clip_within_its_bounds():
+    g = torch.Generator().manual_seed(0)
+    mel = torch.rand(64, 40, 50, generator=g) + 0.1  # mel power (B, n_mels, T)
+    module = DeviceResponse(p=1.0, max_db=6.0)
+    assert module.eval()(mel) is mel
+    torch.manual_seed(0)
+    out = module.train()(mel)
+    db = 10 * torch.log10(out / mel)  # (B, n_mels, T)
+    assert torch.allclose(db, db[..., :1].expand_as(db), atol=1e-3)  # one gain per band, all frames
+    curve = db[..., 0]
+    assert curve.abs().max() <= 6.0 * (1 + DeviceResponse.PEAKS) + 1e-3  # tilt + peaks, each within max_db
+    assert (curve.abs().amax(1) > 0.1).all()  # p = 1: every clip is coloured
+    assert (curve.diff(dim=1).abs().amax(1) < 6.0).all()  # smooth across neighbouring bands
+    assert not torch.allclose(curve[0], curve[1])  # each clip its own response
+
+
+def test_device_response_probability_picks_clips():
+    mel = torch.ones(4000, 16, 3)
+    torch.manual_seed(0)
+    out = DeviceResponse(p=0.25, max_db=10.0).train()(mel)
+    untouched = (out == mel).all(dim=(1, 2)).float().mean().item()
+    assert abs(untouched - 0.75) < 0.03
+    assert DeviceResponse(p=0.0).train()(mel) is mel
 
 
 def test_mixup_eval_is_identity_with_one_hot_targets():
@@ -104,7 +129,7 @@ def test_time_shift_is_a_roll_per_clip():
 
 
 @pytest.mark.parametrize("make", [lambda: FreqMixStyle(p=2.0), lambda: Mixup(1), lambda: SpecAugment(fill="x"),
-                                  lambda: TimeShift(-1)])
+                                  lambda: TimeShift(-1), lambda: DeviceResponse(p=-0.1), lambda: DeviceResponse(max_db=50)])
 def test_bad_settings_raise_config_error(make):
     with pytest.raises(ConfigError):
         make()
@@ -127,6 +152,8 @@ def test_augment_config_runs_in_fit_and_changes_training():
     heavy = AugmentConfig(mixstyle_p=1.0, mixup_alpha=0.4, freq_masks=2, time_masks=2, time_shift=10)
     _, augmented = train_model(*cfg, data, data, 94, augment=heavy)
     assert plain.history[0]["train_loss"] != augmented.history[0]["train_loss"]
+    _, coloured = train_model(*cfg, data, data, 94, augment=AugmentConfig(response_p=1.0, response_db=20.0))
+    assert plain.history[0]["train_loss"] != coloured.history[0]["train_loss"]
 
 
 def test_augment_config_refuses_bad_values():
@@ -136,3 +163,5 @@ def test_augment_config_refuses_bad_values():
         AugmentConfig(mixstyle_p=2.0)
     with pytest.raises(ConfigError, match="mixup_alpha -1"):
         AugmentConfig(mixup_alpha=-1.0)
+    with pytest.raises(ConfigError, match="response_db 41"):
+        AugmentConfig(response_db=41.0)

@@ -87,8 +87,8 @@ def study_options(f):
 
 
 def augment_options(f):
-    """--mixstyle-p, --mixup-alpha, --freq-masks, --time-masks, --time-shift, passed on as one
-    `augment` AugmentConfig."""
+    """--mixstyle-p, --mixup-alpha, --freq-masks, --time-masks, --time-shift, --response-p, passed
+    on as one `augment` AugmentConfig."""
     @click.option("--mixstyle-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                   help="Freq-MixStyle: probability per batch of mixing clips' band statistics.")
     @click.option("--mixup-alpha", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -99,11 +99,13 @@ def augment_options(f):
                   help="SpecAugment: time masks per clip.")
     @click.option("--time-shift", type=click.IntRange(0), default=0, show_default=True,
                   help="Largest circular time shift, in frames.")
+    @click.option("--response-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                  help="Device response: probability per clip of a random frequency response.")
     @functools.wraps(f)
-    def wrapper(*args, mixstyle_p, mixup_alpha, freq_masks, time_masks, time_shift, **kwargs):
+    def wrapper(*args, mixstyle_p, mixup_alpha, freq_masks, time_masks, time_shift, response_p, **kwargs):
         from sceneclf.model.augment import AugmentConfig
 
         augment = AugmentConfig(mixstyle_p=mixstyle_p, mixup_alpha=mixup_alpha, freq_masks=freq_masks,
-                                time_masks=time_masks, time_shift=time_shift)
+                                time_masks=time_masks, time_shift=time_shift, response_p=response_p)
         return f(*args, augment=augment, **kwargs)
     return wrapper

@@ -1,9 +1,11 @@
 """Training-time augmentations of the front end's output, as torch modules.
 
-Every module takes x of shape (B, C, n_mels, T), the normalised front-end output
-(`FrontEnd.from_mel`: channel 0 log-mel, channel 1 MFCC), and is the identity in eval mode.
+Every module but DeviceResponse takes x of shape (B, C, n_mels, T), the normalised front-end
+output (`FrontEnd.from_mel`: channel 0 log-mel, channel 1 MFCC); DeviceResponse takes the mel
+power spectrogram (B, n_mels, T) before it. Each is the identity in eval mode.
 Randomness comes from torch's global generator, so `torch.manual_seed` makes a run repeatable.
 
+    DeviceResponse  colours clips with random smooth frequency responses (a device's, a room's)
     FreqMixStyle  mixes per-band statistics between clips (device and room colouring)
     Mixup         mixes clips and their labels; returns soft targets
     SpecAugment   masks frequency bands and time spans
@@ -20,7 +22,42 @@ from torch.nn import functional as F
 
 from sceneclf.errors import ConfigError
 
-__all__ = ["Augment", "AugmentConfig", "FreqMixStyle", "Mixup", "SpecAugment", "TimeShift", "soft_cross_entropy"]
+__all__ = ["Augment", "AugmentConfig", "DeviceResponse", "FreqMixStyle", "Mixup", "SpecAugment", "TimeShift", "soft_cross_entropy"]
+
+
+class DeviceResponse(nn.Module):
+    """With probability `p` per clip, multiplies the mel power by a random smooth gain curve over
+    the bands: a tilt and two peaks or notches (Gaussian in band index), each within +-`max_db`.
+
+    The parametric stand-in for the DCASE task 1 device impulse response (DIR) augmentation,
+    which convolves clips with recorded microphone responses that sceneclf does not ship.
+    """
+
+    PEAKS = 2
+
+    def __init__(self, p: float = 0.5, max_db: float = 10.0):
+        super().__init__()
+        if not 0.0 <= p <= 1.0 or not 0.0 <= max_db <= 40.0:
+            raise ConfigError(f"DeviceResponse: p {p} must lie in [0, 1] and max_db {max_db} in [0, 40]")
+        self.p, self.max_db = p, max_db
+
+    def gains_db(self, b: int, n_mels: int, device: torch.device | None = None) -> torch.Tensor:
+        """(b, n_mels) random responses in dB, each within +-max_db per component."""
+        u = torch.linspace(-1.0, 1.0, n_mels, device=device)
+        draw = lambda *shape: (2 * torch.rand(*shape, device=device) - 1) * self.max_db  # noqa: E731
+        db = draw(b, 1) * u  # tilt across the bands
+        centre = 2 * torch.rand(b, self.PEAKS, 1, device=device) - 1
+        width = 0.05 + 0.25 * torch.rand(b, self.PEAKS, 1, device=device)
+        bumps = torch.exp(-0.5 * ((u - centre) / width) ** 2)  # (b, peaks, n_mels)
+        return db + (draw(b, self.PEAKS, 1) * bumps).sum(1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.max_db == 0:
+            return mel
+        b, n_mels = mel.shape[0], mel.shape[1]
+        db = self.gains_db(b, n_mels, mel.device)
+        db = db * (torch.rand(b, 1, device=mel.device) < self.p)  # only the chosen clips
+        return mel * torch.pow(10.0, db / 10).unsqueeze(-1).to(mel.dtype)
 
 
 class FreqMixStyle(nn.Module):
@@ -144,6 +181,8 @@ class AugmentConfig:
     time_masks: int = 0
     time_width: int = 20
     time_shift: int = 0  # frames, at most
+    response_p: float = 0.0  # DeviceResponse: probability per clip
+    response_db: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mixstyle_p <= 1.0 or self.mixstyle_alpha <= 0:
@@ -153,19 +192,28 @@ class AugmentConfig:
             raise ConfigError(f"mixup_alpha {self.mixup_alpha} must be >= 0")
         if min(self.freq_masks, self.freq_width, self.time_masks, self.time_width, self.time_shift) < 0:
             raise ConfigError("SpecAugment counts and widths and time_shift must be >= 0")
+        if not 0.0 <= self.response_p <= 1.0 or not 0.0 <= self.response_db <= 40.0:
+            raise ConfigError(f"response_p {self.response_p} must lie in [0, 1], response_db "
+                              f"{self.response_db} in [0, 40]")
 
 
 class Augment(nn.Module):
-    """The input-side augmentations of an AugmentConfig in training order: Freq-MixStyle on the
-    clip's band statistics, then time shift, then SpecAugment masks. Identity in eval mode;
-    mixup, which changes the labels too, is applied by the training loop (`mixup`)."""
+    """The input-side augmentations of an AugmentConfig in training order: the device response on
+    the mel power (`mel`, before the front end), then on the features Freq-MixStyle on the clip's
+    band statistics, time shift and SpecAugment masks. Identity in eval mode; mixup, which
+    changes the labels too, is applied by the training loop (`mixup`)."""
 
     def __init__(self, cfg: AugmentConfig = AugmentConfig()):
         super().__init__()
         self.cfg = cfg
+        self.response = DeviceResponse(cfg.response_p, cfg.response_db)
         self.mixstyle = FreqMixStyle(cfg.mixstyle_p, cfg.mixstyle_alpha)
         self.shift = TimeShift(cfg.time_shift)
         self.masks = SpecAugment(cfg.freq_masks, cfg.freq_width, cfg.time_masks, cfg.time_width)
+
+    def mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """The mel-power stage: (B, n_mels, T) -> the same, coloured by random responses."""
+        return self.response(mel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.masks(self.shift(self.mixstyle(x)))

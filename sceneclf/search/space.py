@@ -52,9 +52,12 @@ KNOWN_PARAMS = {
     "time_masks": "SpecAugment: time masks per clip",
     "time_width": "SpecAugment: widest time mask (frames)",
     "time_shift": "largest circular time shift (frames)",
+    "response_p": "device response: probability per clip of a random frequency response",
+    "response_db": "device response: largest gain of its tilt and of each peak (dB)",
 }
 AUGMENT_PARAMS = {"mixstyle_p": float, "mixstyle_alpha": float, "mixup_alpha": float, "freq_masks": int,
-                  "freq_width": int, "time_masks": int, "time_width": int, "time_shift": int}
+                  "freq_width": int, "time_masks": int, "time_width": int, "time_shift": int,
+                  "response_p": float, "response_db": float}
 KNOWN_TRAIN = {"epochs", "early_stop", "plateau_patience", "plateau_factor"}
 KNOWN_BUDGET = {"max_params", "max_macs", "max_kb", "max_macs_per_second", "precision"}
 TYPES = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
