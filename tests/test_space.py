@@ -8,7 +8,7 @@ from sceneclf.search.space import load_space, packaged_spaces, parse_space, samp
 
 FIXED = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "noise": 0.1, "dropout": 0.2,
          "kernel_size": 5, "n_blocks": 3, "base_width": 16, "growth": 1.5, "mixstyle_p": 0.7, "mixstyle_alpha": 0.25,
-         "mixup_alpha": 0.2, "freq_masks": 1, "time_masks": 2, "time_shift": 20}
+         "mixup_alpha": 0.2, "freq_masks": 1, "time_masks": 2, "time_shift": 20, "response_p": 0.4, "response_db": 8.0}
 
 
 def test_packaged_spaces_load_from_any_folder(tmp_path, monkeypatch):
@@ -19,7 +19,8 @@ def test_packaged_spaces_load_from_any_folder(tmp_path, monkeypatch):
             "weight_decay", "mixstyle_p", "mixstyle_alpha", "time_shift"} <= set(default.params)
     assert default.params["lr"].log
     augmented = load_space("augmented")
-    assert set(augmented.params) - set(default.params) == {"mixup_alpha", "freq_masks", "time_masks"}
+    assert set(augmented.params) - set(default.params) == {"mixup_alpha", "freq_masks", "time_masks",
+                                                           "response_p", "response_db"}
     dcase = load_space("dcase-low-complexity")
     assert (dcase.budget.max_kb, dcase.budget.precision, dcase.budget.max_macs_per_second) == (128, "int8", 30_000_000)
     assert dcase.budget.max_macs is None  # the rule counts per second of audio, not per clip
@@ -35,6 +36,7 @@ def test_fixed_trial_turns_into_configs():
     assert (cfgs.augment.mixstyle_p, cfgs.augment.mixup_alpha) == (0.7, 0.2)
     assert (cfgs.augment.freq_masks, cfgs.augment.time_masks, cfgs.augment.time_shift) == (1, 2, 20)
     assert cfgs.augment.mixstyle_alpha == 0.25
+    assert (cfgs.augment.response_p, cfgs.augment.response_db) == (0.4, 8.0)
     assert cfgs.augment.freq_width == AugmentConfig().freq_width  # not tuned: the default
     assert cfgs.flat()["augment.time_shift"] == 20
     assert cfgs.flat()["widths"] == "16,24,36"
