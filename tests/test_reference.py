@@ -56,7 +56,7 @@ def test_reference_loses_on_patterns_where_a_cnn_wins():
     splits = {"train": patterns(64, 0), "val": patterns(32, 1), "test": patterns(32, 2)}
     ref = fit_reference(splits)
     assert ref.test_accuracy <= 0.7
-    features = FeatureConfig(n_fft=64, hop_length=32, n_mels=N_MELS)
+    features = FeatureConfig(n_fft=128, hop_length=64, n_mels=N_MELS)  # every mel band holds an FFT bin
     model, _ = train_model(features, ModelConfig(n_classes=2, widths=(8, 16), dropout=0.0),
                            TrainConfig(lr=1e-2, epochs=15, batch_size=16), Budget(), splits["train"],
                            splits["val"], T)
