@@ -206,6 +206,7 @@ class Measured:
     peak_tree_pss_mib: float  # the same with PSS (shared pages counted once), sampled
     max_single_mib: float  # the largest single process's peak RSS, from the kernel (GNU time %M)
     log: Path
+    cpu: float = float("nan")  # user + system seconds of the whole tree (wait4: waited-for descendants count)
 
 
 class Watched:
@@ -241,8 +242,9 @@ class Watched:
             self._done.wait(0.2)
 
     def _wait(self) -> None:
-        _, status = os.waitpid(self.proc.pid, 0)
+        _, status, usage = os.wait4(self.proc.pid, 0)
         self.wall = time.perf_counter() - self.start
+        self.cpu = usage.ru_utime + usage.ru_stime
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._done.set()
 
@@ -255,7 +257,7 @@ class Watched:
         except (OSError, ValueError, IndexError):
             max_rss = float("nan")
         return Measured(self.command, self.proc.returncode, self.wall, self.peak / 1024,
-                        self.peak_pss / 1024, max_rss / 1024, self.log)
+                        self.peak_pss / 1024, max_rss / 1024, self.log, self.cpu)
 
 
 # -- searches as subprocesses ----------------------------------------------------------------
