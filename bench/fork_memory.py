@@ -1,8 +1,9 @@
 """What a `--jobs` worker would cost if forked from a process that has imported torch, by hand.
 
-Prints one table: the resident and private memory of a fresh process after `import torch,
-torchaudio` and sceneclf's training modules; of a child forked from it that then trains a few
-steps on one thread; and whether a forked child can still use two threads once its parent has
+Prints one table: the resident and private dirty memory (what no other process can share: a
+library's file pages become shared as soon as a second process maps them) of a fresh process after
+`import torch, torchaudio` and sceneclf's training modules; of a child forked from it that then
+trains a few steps on one thread; and whether a forked child can still use two threads once its parent has
 run parallel work (GNU OpenMP cannot: the child hangs, so it is stopped after 30 s).
 
     python -m bench.fork_memory
@@ -10,16 +11,21 @@ run parallel work (GNU OpenMP cannot: the child hangs, so it is stopped after 30
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import time
+from pathlib import Path
 
 
 def memory_mib(pid: int) -> tuple[int, int]:
-    """(RSS, USS) in MiB from /proc/PID/smaps_rollup."""
-    lines = open(f"/proc/{pid}/smaps_rollup").read().splitlines()  # noqa: SIM115
-    kib = lambda *keys: sum(int(x.split()[1]) for x in lines if x.startswith(keys))  # noqa: E731
-    return kib("Rss:") // 1024, kib("Private_Clean:", "Private_Dirty:") // 1024
+    """(RSS, private dirty) in MiB from /proc/PID/smaps_rollup."""
+    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+
+    def kib(*keys: str) -> int:
+        return sum(int(x.split()[1]) for x in lines if x.startswith(keys))
+
+    return kib("Rss:") // 1024, kib("Private_Dirty:") // 1024
 
 
 def train_steps(threads: int) -> None:
@@ -53,14 +59,11 @@ def fork(threads: int, timeout: float) -> tuple[str, tuple[int, int] | None]:
 
 
 def main() -> None:
-    import torch  # noqa: F401
-    import torchaudio  # noqa: F401
-
-    import sceneclf.search.objective  # noqa: F401
-    import sceneclf.train  # noqa: F401
+    for name in ("torch", "torchaudio", "sceneclf.train", "sceneclf.search.objective"):
+        importlib.import_module(name)  # in this process, so that forked children share them
 
     rss, uss = memory_mib(os.getpid())
-    print("| process | RSS | private (USS) | result |\n|---|---|---|---|")
+    print("| process | RSS | private dirty | result |\n|---|---|---|---|")
     print(f"| fresh, after the imports | {rss} MiB | {uss} MiB | - |")
     state, mem = fork(1, 30)
     print(f"| forked before any parallel work, trains on 1 thread | {mem[0]} MiB | {mem[1]} MiB | {state} |")

@@ -44,7 +44,7 @@ class DeviceResponse(nn.Module):
     def gains_db(self, b: int, n_mels: int, device: torch.device | None = None) -> torch.Tensor:
         """(b, n_mels) random responses in dB, each within +-max_db per component."""
         u = torch.linspace(-1.0, 1.0, n_mels, device=device)
-        draw = lambda *shape: (2 * torch.rand(*shape, device=device) - 1) * self.max_db  # noqa: E731
+        draw = lambda *shape: (2 * torch.rand(*shape, device=device) - 1) * self.max_db
         db = draw(b, 1) * u  # tilt across the bands
         centre = 2 * torch.rand(b, self.PEAKS, 1, device=device) - 1
         width = 0.05 + 0.25 * torch.rand(b, self.PEAKS, 1, device=device)
