@@ -43,10 +43,10 @@ def one(ctx: Context, name: str, trials: int, *extra: str) -> SearchRun:
 def run(ctx: Context) -> Section:
     import torch
 
-    trials = 12 if ctx.quick else 50
-    sec = Section(f"6. End to end: `sceneclf search --trials {trials}`")
     from sceneclf.data.pool import usable_cores
 
+    trials = 12 if ctx.quick else 50
+    sec = Section(f"6. End to end: `sceneclf search --trials {trials}`")
     runs = [one(ctx, f"search --trials {trials}", trials),
             one(ctx, f"search --trials {trials} --jobs 1", trials, "--jobs", "1")]
     limit = trials * tomllib.loads(SPACE.read_text())["train"]["epochs"]
