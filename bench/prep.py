@@ -116,6 +116,44 @@ def bare_torch() -> dict:
                                      check=True).stdout)
 
 
+FRESH = [PYTHON, "-c", "from sceneclf.cli import cli; cli()"]  # workers started as new processes
+FORKED = [PYTHON, "-m", "sceneclf"]  # the command's own process: workers forked by its zygote
+
+
+def search_memory(data: Path, cache: Path, folder: Path, launcher: list[str], seconds: float) -> dict:
+    """`sceneclf search --jobs 2` on the prepared data, sampled every few seconds for `seconds`
+    once its worker has started: the most physical memory the search process held, and the most
+    that its other processes (the worker; the zygote, where there is one) held beside it that the
+    search process did not (`bench.frames`). Then the whole process group is killed."""
+    from bench.frames import added, children, frames, mib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [*launcher, "search", "--data", str(data), "--cache-dir", str(cache), "--jobs", "2", "--trials", "50",
+           "--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
+           "--no-progress", "--device", "cpu"]
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first = extra = 0
+    kids: list[int] = []
+    try:
+        while proc.poll() is None and len(kids := children(proc.pid)) < (2 if launcher is FORKED else 1):
+            time.sleep(0.5)
+        end = time.monotonic() + seconds
+        while proc.poll() is None and time.monotonic() < end:
+            main = frames(proc.pid)
+            first = max(first, main.size)
+            extra = max(extra, added(main, [frames(k) for k in children(proc.pid)]))
+            time.sleep(2)
+    finally:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass  # the search ended first
+        proc.wait()
+    return {"first_mib": mib(first), "added_mib": mib(extra), "processes": len(kids),
+            "exit": proc.returncode}
+
+
 def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
 
@@ -226,7 +264,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--search-memory", type=float, metavar="SECONDS", default=None,
+                    help="only: `search --jobs 2` on the default data, workers fresh and forked, sampled this long")
     args = ap.parse_args()
+    if args.search_memory:
+        from sceneclf.data.synth import SynthConfig, default_dataset
+
+        cache = (args.cache_dir or default_cache_dir()).resolve()
+        data = default_dataset(cache / "datasets", SynthConfig(), seed=0)
+        with tempfile.TemporaryDirectory(prefix="sceneclf-mem-") as tmp:
+            for name, launcher in (("fresh", FRESH), ("forked", FORKED)):
+                m = search_memory(data, cache, Path(tmp) / name, launcher, args.search_memory)
+                print(f"| {name} | {m['first_mib']:.0f} MiB | {m['added_mib']:.0f} MiB | "
+                      f"{m['added_mib'] / m['first_mib']:.0%} |", flush=True)
+        return
     with tempfile.TemporaryDirectory(prefix="sceneclf-prep-") as tmp:
         ctx = Context(quick=args.quick, cache_dir=(args.cache_dir or default_cache_dir()).resolve(), tmp=Path(tmp))
         print(run(ctx).markdown())

@@ -1,3 +1,3 @@
-from sceneclf.cli import cli
+from sceneclf.cli import main
 
-cli()
+main()

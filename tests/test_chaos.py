@@ -6,8 +6,8 @@ started again at once.
 The search's own process is left alone (killing and rerunning it is `test_crash.py`'s case): the
 victims are its `--jobs` worker and the extra worker. A killed process's trial is failed and
 queued again either by the restarted worker (the dead process was its own: local recovery) or
-by the heartbeat check (the killed `--jobs` worker stays a zombie of the search process, so only
-its missing heartbeats tell). Skipped only where PostgreSQL is not installed.
+by the heartbeat check. A killed `--jobs` worker (forked by the search's zygote, so its command
+line is the search's) is replaced by a `sceneclf worker` on the same study. Skipped only where PostgreSQL is not installed.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
                 time.sleep(rng.uniform(0.0, 1.0 if len(kills) % 2 == 0 else 0.5))
                 try:
                     cmd = Path(f"/proc/{victim}/cmdline").read_bytes().decode().split("\0")[:-1]
+                    if "search" in cmd:  # a --jobs worker: forked, with the search's command line
+                        cmd = extra
                     before = optuna.load_study(study_name="chaos", storage=storage).trials
                     os.kill(victim, signal.SIGKILL)
                 except (FileNotFoundError, ProcessLookupError):

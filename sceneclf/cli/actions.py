@@ -4,10 +4,10 @@ the library: requests in, output through `echo`."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sceneclf.data.audio import AudioConfig
 from sceneclf.data.prepare import DataConfig, PreparedData, check_trainable, default_cache_dir, prepare
@@ -25,6 +25,9 @@ from sceneclf.search.study import SearchOutcome, SearchSettings, mlflow_ui_comma
 from sceneclf.tasks.reference import Reference, fit_reference
 from sceneclf.tracking.tracker import open_tracker
 from sceneclf.train import TrainConfig, pick_device, score, train_model
+
+if TYPE_CHECKING:
+    from sceneclf.cli.zygote import Zygote
 
 
 def data_config(data: Path | None, layout: str | None, fold: int) -> DataConfig:
@@ -160,6 +163,7 @@ class SearchRequest:
     mlflow: bool = True
     jobs: int | str = 1
     objectives: str = "accuracy"  # or accuracy,kb / accuracy,macs: a multi-objective study
+    fork_workers: bool = False  # the command has this process to itself: fork the workers (cli.zygote)
 
 
 def resolve_tracking_uri(given: str | None, mlflow: bool) -> str | None:
@@ -224,9 +228,9 @@ def split_threads(jobs: int) -> int:
     return share
 
 
-def worker_command(req: SearchRequest, settings: SearchSettings, threads: int) -> list[str]:
-    """The command line of one `--jobs` worker process: `sceneclf worker` on the same study."""
-    cmd = [sys.executable, "-m", "sceneclf", "worker", "--study", settings.study, "--storage",
+def worker_args(req: SearchRequest, settings: SearchSettings, threads: int) -> list[str]:
+    """The arguments of one `--jobs` worker: `sceneclf worker` on the same study."""
+    cmd = ["worker", "--study", settings.study, "--storage",
            settings.storage, "--threads", str(threads), "--seed", str(req.seed), "--device", req.device,
            "--no-progress"]
     cmd += ["--tracking-uri", settings.tracking_uri] if settings.tracking_uri else ["--no-mlflow"]
@@ -281,6 +285,21 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
 
 
 def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
+    """`sceneclf search`. With `req.fork_workers` and more than one job asked for, a zygote is
+    forked first, before anything runs in parallel, and forks the `--jobs` workers."""
+    from sceneclf.cli.zygote import Zygote, can_fork
+
+    zygote = Zygote.start() if req.fork_workers and req.jobs != 1 and can_fork() else None
+    try:
+        return _search(req, echo, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()
+
+
+def _search(req: SearchRequest, echo: Echo, zygote: Zygote | None) -> SearchOutcome:
+    from sceneclf.cli.zygote import starter
+
     space = load_space(req.space)
     overrides = {"max_params": req.max_params, "max_kb": req.max_kb,
                  "max_macs_per_second": req.max_macs_per_second, "precision": req.precision}
@@ -298,7 +317,7 @@ def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
     if jobs > 1:
         echo(f"{jobs} worker processes, {threads} thread(s) each (--jobs {req.jobs})")
     outcome = run_search(settings, space, prepared, req.trials, req.timeout, echo, progress=req.progress,
-                         jobs=jobs, worker_command=worker_command(req, settings, threads),
+                         jobs=jobs, start_worker=starter(worker_args(req, settings, threads), zygote),
                          reference=reference.to_dict())
     echo(top_trials_table(outcome.study))
     if len(settings.objectives) > 1:

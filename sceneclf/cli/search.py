@@ -66,7 +66,8 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
         cache_dir=cache_dir, study=study, storage=storage, tracking_uri=tracking_uri, space=space,
         max_params=max_params, max_kb=max_kb, max_macs_per_second=max_macs_per_second, precision=precision,
         sampler=sampler, pruner=pruner, epochs=epochs, seed=seed, device=device,
-        progress=not no_progress, mlflow=not no_mlflow, jobs=jobs, objectives=objectives)
+        progress=not no_progress, mlflow=not no_mlflow, jobs=jobs, objectives=objectives,
+        fork_workers=(click.get_current_context().find_root().obj or {}).get("own_process", False))
     outcome = actions.search_command(req, echo=click.echo)
     if outcome.stopped_because:  # every recent trial failed: said why; scripts must notice
         click.get_current_context().exit(1)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -154,6 +155,17 @@ def _queued(t: optuna.trial.FrozenTrial) -> bool:
     return "fixed_params" in t.system_attrs or "failed_trial" in t.system_attrs or TrialAttr.RETRY_OF in t.user_attrs
 
 
+class Worker(Protocol):
+    """A `--jobs` worker process: a `subprocess.Popen`, or one forked (`sceneclf.cli.zygote`)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
 class SurplusTrialError(RuntimeError):
     """Two workers asked for a trial at once and one of them was not needed."""
 
@@ -193,10 +205,11 @@ class SearchOutcome:
 
 def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData, n_trials: int,
                timeout: float | None, echo: Echo, progress: bool = True, jobs: int = 1,
-               worker_command: list[str] | None = None, reference: dict[str, float] | None = None) -> SearchOutcome:
+               start_worker: Callable[[int], Worker] | None = None,
+               reference: dict[str, float] | None = None) -> SearchOutcome:
     """Open or resume the study, then run trials until `n_trials` more have finished or been
-    pruned: in this process, plus `jobs - 1` worker processes (`worker_command`, which joins
-    the study) sharing the storage and the trial count. `reference` (the bag-of-frames model's
+    pruned: in this process, plus `jobs - 1` worker processes (`start_worker(index)` starts one
+    that joins the study) sharing the storage and the trial count. `reference` (the bag-of-frames model's
     accuracies on the same splits) is stored with the study and logged on its parent run."""
     record = study_record(settings, space, data.fingerprint)
     probe = open_study(settings, settings.seed, record.epochs)
@@ -216,7 +229,7 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: PreparedData,
     recovered = recover_dead_trials(study, tracker)
     if recovered:
         echo(f"recovered trial(s) {recovered} left running by a dead process: failed, queued again")
-    workers = _spawn(worker_command, jobs - 1)
+    workers = [start_worker(i) for i in range(1, jobs)] if start_worker else []
     status = "FINISHED"
     try:
         outcome = work(study, settings, space, data, tracker, parent, target, timeout, echo, progress)
@@ -318,13 +331,7 @@ def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], Pr
     return work(study, settings, space, prepared, tracker, parent, target, timeout, echo, progress)
 
 
-def _spawn(command: list[str] | None, n: int) -> list[subprocess.Popen]:
-    if not command or n <= 0:
-        return []
-    return [subprocess.Popen([*command, "--worker-index", str(i + 1)]) for i in range(n)]
-
-
-def _reap(workers: list[subprocess.Popen], interrupt: bool) -> None:
+def _reap(workers: list[Worker], interrupt: bool) -> None:
     """Wait for the worker processes; on Ctrl-C pass it on so they close their trials too."""
     for w in workers:
         if interrupt and w.poll() is None:
