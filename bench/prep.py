@@ -134,9 +134,8 @@ def search_memory(data: Path, cache: Path, folder: Path, launcher: list[str], se
     with open(folder / "log.txt", "w") as log:
         proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     first = extra = 0
-    kids: list[int] = []
     try:
-        while proc.poll() is None and len(kids := children(proc.pid)) < (2 if launcher is FORKED else 1):
+        while proc.poll() is None and len(children(proc.pid)) < (2 if launcher is FORKED else 1):
             time.sleep(0.5)
         end = time.monotonic() + seconds
         while proc.poll() is None and time.monotonic() < end:
@@ -150,8 +149,7 @@ def search_memory(data: Path, cache: Path, folder: Path, launcher: list[str], se
         except ProcessLookupError:
             pass  # the search ended first
         proc.wait()
-    return {"first_mib": mib(first), "added_mib": mib(extra), "processes": len(kids),
-            "exit": proc.returncode}
+    return {"first_mib": mib(first), "added_mib": mib(extra)}
 
 
 def mib(kib: int) -> str:
@@ -268,7 +266,11 @@ def main() -> None:
                     help="only: `search --jobs 2` on the default data, workers fresh and forked, sampled this long")
     args = ap.parse_args()
     if args.search_memory:
+        from bench.frames import readable
         from sceneclf.data.synth import SynthConfig, default_dataset
+
+        if not readable():
+            raise SystemExit("--search-memory: /proc/PID/pagemap gives no frame numbers here (needs root)")
 
         cache = (args.cache_dir or default_cache_dir()).resolve()
         data = default_dataset(cache / "datasets", SynthConfig(), seed=0)

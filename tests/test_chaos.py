@@ -7,7 +7,8 @@ The search's own process is left alone (killing and rerunning it is `test_crash.
 victims are its `--jobs` worker and the extra worker. A killed process's trial is failed and
 queued again either by the restarted worker (the dead process was its own: local recovery) or
 by the heartbeat check. A killed `--jobs` worker (forked by the search's zygote, so its command
-line is the search's) is replaced by a `sceneclf worker` on the same study. Skipped only where PostgreSQL is not installed.
+line is the search's) is replaced by a `sceneclf worker` on the same study. Skipped only where
+PostgreSQL is not installed.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_forked_commands_exit_with_their_codes_and_print(tmp_path):
                          check=False)
     assert out.returncode == 0, out.stderr
     assert "codes 0 2" in out.stdout
-    assert "version" in out.stdout  # the forked `--version` printed to the command's stdout
+    assert "sceneclf, version " in out.stdout  # the forked `--version` printed to the command's stdout
     assert "--study none: no sceneclf study of that name" in out.stderr  # the one-line error, not a traceback
     assert "Traceback" not in out.stderr
 
