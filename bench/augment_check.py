@@ -39,7 +39,7 @@ def main() -> None:
     data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), default_cache_dir())
     model_cfg = ModelConfig(widths=(24, 48, 96), dropout=0.2, n_classes=len(data.classes))
     cfg = TrainConfig(lr=3e-3, epochs=args.epochs, early_stop=args.epochs, seed=0)
-    print("| augmentation | test | test, unheard devices | seconds |\n|---|---|---|---|")
+    print("| augmentation | test | test, unheard devices | right of each device | seconds |\n|---|---|---|---|---|")
     for name in args.only.split(","):
         t0 = time.perf_counter()
         model, _ = train_model(FeatureConfig(), model_cfg, cfg, Budget(), data.splits["train"] + data.splits["val"],
@@ -47,7 +47,8 @@ def main() -> None:
         acc, _, logits = score(model, data.splits["test"], data.frames)
         devices = data.devices("test", logits, heard=("train", "val"))
         unheard = "-" if devices is None or devices.unheard_accuracy is None else f"{devices.unheard_accuracy:.3f}"
-        print(f"| {name} | {acc:.3f} | {unheard} | {time.perf_counter() - t0:.0f} |", flush=True)
+        each = "-" if devices is None else " ".join(f"{d} {r}/{n}" for d, (r, n) in sorted(devices.counts.items()))
+        print(f"| {name} | {acc:.3f} | {unheard} | {each} | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ PATTERNS = (orientation, onset_skew, flutter)
 
 
 def test_version_and_class_groups():
-    assert SYNTH_VERSION == 6
+    assert SYNTH_VERSION == 7
     sizes = sorted(len(v) for v in groups().values())
     assert len(sizes) == 4 and min(sizes) >= 3 and max(sizes) <= 5 and sum(sizes) == 15
     for members in groups().values():  # no two classes of a group look alike
@@ -140,7 +140,7 @@ def test_a_config_without_val_locations_leaves_validation_to_the_carve():
 
 def test_devices_as_in_tau_2020_mobile():
     """Training locations are heard mostly through the flat device "a", never through s1-s6;
-    validation locations through a, b, c and s1-s3 alike; test locations through all nine."""
+    validation locations through a, b, c and s1-s3 alike; test locations through a, b, c, s4-s6."""
     cfg = SynthConfig(clips_per_class=60, locations_per_class=10, min_seconds=0.5, max_seconds=0.5)
     roles = synth.location_roles(cfg, 0)
     clips = generate(cfg, 0)
@@ -150,7 +150,7 @@ def test_devices_as_in_tau_2020_mobile():
     assert 0.8 < train.count("a") / len(train) < 1.0
     assert set(train) == {"a", "b", "c"}
     assert set(devices["val"]) == {"a", "b", "c", "s1", "s2", "s3"} == set(synth.VAL_DEVICES)
-    assert set(devices["test"]) == set(synth.DEVICES)
+    assert set(devices["test"]) == {"a", "b", "c", "s4", "s5", "s6"} == set(synth.TEST_DEVICES)
     assert all(c.name.endswith(f"_{c.device}.wav") for c in clips)
 
 
@@ -163,3 +163,10 @@ def test_device_responses_are_fixed_per_device_and_differ():
         for b in synth.DEVICES:
             if a < b:  # every two devices colour some band by more than 6 dB differently
                 assert np.abs(responses[a] - responses[b]).max() > 6
+
+
+def test_device_responses_depart_from_flat_by_a_set_amount():
+    for device in synth.DEVICES[1:]:
+        db = 20 * np.log10(synth.device_response(synth._DEVICE_GRID, 0, device))
+        assert db.std() == pytest.approx(synth._DEVICE_SD[device[0]], rel=1e-9)
+    assert synth._DEVICE_SD["b"] == synth._DEVICE_SD["c"] < synth._DEVICE_SD["s"]
