@@ -152,6 +152,13 @@ def search_memory(data: Path, cache: Path, folder: Path, launcher: list[str], se
     return {"first_mib": mib(first), "added_mib": mib(extra)}
 
 
+def bench_synth(per_class: int):
+    """The benchmark's data set: 4 s clips at 22.05 kHz, `per_class` of each scene."""
+    from sceneclf.data.synth import SynthConfig
+
+    return SynthConfig(clips_per_class=per_class, sample_rate=22050, min_seconds=4.0, max_seconds=4.0)
+
+
 def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
 
@@ -163,14 +170,14 @@ def torch_version() -> str:
 
 
 def run(ctx: Context) -> Section:
-    from sceneclf.data.synth import SynthConfig, default_dataset
+    from sceneclf.data.synth import default_dataset
 
     sec = Section("10. Preparation at scale: 1 and 2 processes, the mel store, a second run, memory")
     per_class, rounds = (40, 1) if ctx.quick else (150, 3)
     # TAU Urban Acoustic Scenes 2020 Mobile's clip count: BENCH_PREP_CLIPS_PER_CLASS=1536 BENCH_PREP_ROUNDS=1
     per_class = int(os.environ.get("BENCH_PREP_CLIPS_PER_CLASS", per_class))
     rounds = int(os.environ.get("BENCH_PREP_ROUNDS", rounds))
-    synth = SynthConfig(clips_per_class=per_class, sample_rate=22050, min_seconds=4.0, max_seconds=4.0)
+    synth = bench_synth(per_class)
     ctx.say(f"  data set: {per_class * 15} clips (generated once into the cache)")
     data = default_dataset(ctx.cache_dir / "datasets", synth, seed=0)
     audio_bytes = sum(f.stat().st_size for f in (data / "audio").glob("*.wav"))
@@ -263,7 +270,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--search-memory", type=float, metavar="SECONDS", default=None,
-                    help="only: `search --jobs 2` on the default data, workers fresh and forked, sampled this long")
+                    help="only: `search --jobs 2`, workers fresh and forked, sampled this long; on the default "
+                         "data, or with BENCH_PREP_CLIPS_PER_CLASS set on the benchmark's data set of that size")
     args = ap.parse_args()
     if args.search_memory:
         from bench.frames import readable
@@ -273,7 +281,9 @@ def main() -> None:
             raise SystemExit("--search-memory: /proc/PID/pagemap gives no frame numbers here (needs root)")
 
         cache = (args.cache_dir or default_cache_dir()).resolve()
-        data = default_dataset(cache / "datasets", SynthConfig(), seed=0)
+        per_class = os.environ.get("BENCH_PREP_CLIPS_PER_CLASS")
+        synth = bench_synth(int(per_class)) if per_class else SynthConfig()
+        data = default_dataset(cache / "datasets", synth, seed=0)
         with tempfile.TemporaryDirectory(prefix="sceneclf-mem-") as tmp:
             for name, launcher in (("fresh", FRESH), ("forked", FORKED)):
                 m = search_memory(data, cache, Path(tmp) / name, launcher, args.search_memory)
