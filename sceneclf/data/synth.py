@@ -214,9 +214,7 @@ def device_response(f: np.ndarray, seed: int, device: str) -> np.ndarray:
     spec = _draw(_DEVICE, *(np.random.default_rng(np.random.SeedSequence([seed, 3, d, k])) for k in (0, 1)))
 
     def db(f: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            high_pass = 1 + (spec["low_cut"] / np.maximum(f, 1e-3)) ** 4
-        low_pass = 1 + (f / spec["high_cut"]) ** 8
+        high_pass, low_pass = 1 + (spec["low_cut"] / np.maximum(f, 1e-3)) ** 4, 1 + (f / spec["high_cut"]) ** 8
         return colour_db(f, spec["tilt"], spec["eq"]) - 10 * np.log10(high_pass * low_pass)
 
     # Every device departs from flat by its set amount, so the draw does not decide how hard a split is.
