@@ -86,10 +86,11 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """Every pruner compares a trial's validation accuracy at an epoch with what earlier trials
     reached at the same epoch."""
     # Epochs count from 1: none is pruned before its fourth, so slow starters (strong Freq-MixStyle) get a chance.
+    patience = dict(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
     if name == "median":  # the best so far below the median of 3 or more earlier trials at this epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
+        return optuna.pruners.MedianPruner(**patience)
     if name == "percentile":  # the same, against the top quarter
-        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
+        return optuna.pruners.PercentilePruner(25.0, **patience)
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":
