@@ -1,9 +1,10 @@
 """`fit`: one training path for `train`, `search` and `retrain-best`.
 
 Cross-entropy, Adam, ReduceLROnPlateau on the validation loss, early stopping, the best state
-(by validation accuracy, then loss) kept in memory. No tracking and no Optuna here: whatever
-watches training hangs on the `on_epoch(epoch, metrics)` callback, which may raise to stop
-(Optuna's TrialPruned passes straight through). A `StateStore` passed in keeps the whole
+(by validation accuracy, then loss) kept in memory. Validation, the best state and the last one
+are those of an exponential moving average of the weights (`TrainConfig.ema_epochs`). No
+tracking and no Optuna here: whatever watches training hangs on the `on_epoch(epoch, metrics)`
+callback, which may raise to stop (Optuna's TrialPruned passes straight through). A `StateStore` passed in keeps the whole
 training state after each epoch, so a killed run goes on at the next epoch.
 
 On CUDA the splits' mels are held on the GPU (`ResidentMels`): crops, windows and the front end
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from sceneclf.data.melset import MelSet, ResidentMels, batches, clip_windows, resident_batches, resident_windows
 from sceneclf.errors import ConfigError, SceneclfError
@@ -40,6 +42,7 @@ class TrainConfig:
     early_stop: int = 6  # epochs without a better validation score
     plateau_patience: int = 2
     plateau_factor: float = 0.5
+    ema_epochs: float = 2.0  # time constant of the weights' moving average; 0: the raw weights
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +54,8 @@ class TrainConfig:
             raise ConfigError(f"batch_size {self.batch_size} must lie in 1..4096")
         if self.epochs < 1:
             raise ConfigError(f"epochs {self.epochs} must be >= 1")
+        if not 0 <= self.ema_epochs <= 100:
+            raise ConfigError(f"ema_epochs {self.ema_epochs} must lie in [0, 100]")
 
 
 class NonFiniteLossError(RuntimeError, SceneclfError):
@@ -76,6 +81,41 @@ class FitResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics
+    (`torch.optim.swa_utils.AveragedModel`), updated after every optimiser step. Its decay per
+    step spans `epochs` epochs; until that many steps have passed it is the plain mean of the
+    weights so far (decay (t - 1) / t at step t), so early weights weigh no more than later ones."""
+
+    def __init__(self, model: nn.Module, steps_per_epoch: int, epochs: float) -> None:
+        self.decay = 1.0 - 1.0 / max(1.0, steps_per_epoch * epochs)
+        self.steps = 0
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
+
+    @property
+    def module(self) -> SceneClassifier:
+        return self.averaged.module
+
+    @torch.no_grad()
+    def _lerp(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _n: torch.Tensor) -> None:
+        decay = min(self.decay, (self.steps - 1) / self.steps)
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        else:  # BatchNorm's batch counters: kept as the model's
+            torch._foreach_copy_(averaged, current)
+
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        self.averaged.update_parameters(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"averaged": self.averaged.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.averaged.load_state_dict(state["averaged"])
+        self.steps = int(state["steps"])
 
 
 @torch.inference_mode()
@@ -111,7 +151,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None,
         resident: bool | None = None) -> FitResult:
     """Train `model` and return its best state (by validation accuracy, then loss), or with
-    `keep_last` the final epoch's state (for retraining on train + validation data).
+    `keep_last` the final epoch's state (for retraining on train + validation data): the states
+    of the weights' moving average (`WeightAverage`) unless `cfg.ema_epochs` is 0.
 
     `augment` runs on the front end's output of each training batch (and mixup on its labels).
     `on_epoch(epoch, metrics)` is called after each epoch (1-based) with train_loss,
@@ -133,6 +174,9 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     model.to(device)
     augmenter = Augment(augment).to(device)
     mixup = augmenter.mixup(model.cnn.cfg.n_classes)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    average = WeightAverage(model, steps_per_epoch, cfg.ema_epochs) if cfg.ema_epochs > 0 else None
+    judged = model if average is None else average.module  # the weights validated and kept
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
@@ -141,7 +185,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     stale, start = 0, 1
     saved = store.load() if store is not None else None
     if saved is not None:
-        best, history, stale, start = _restore(saved, model, opt, sched, scaler, gen, device)
+        best, history, stale, start = _restore(saved, model, opt, sched, scaler, gen, device, average)
     for epoch in range(start, cfg.epochs + 1):
         if stale >= cfg.early_stop:
             break
@@ -169,12 +213,14 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if average is not None:
+                average.update(model)
             sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
             seen += len(y)
         total_loss, correct = sums.tolist()
         if not math.isfinite(total_loss):
             raise NonFiniteLossError(f"training loss became {total_loss} at epoch {epoch}")
-        val_acc, val_loss, _ = score(model, val, frames, device=device)
+        val_acc, val_loss, _ = score(judged, val, frames, device=device)
         lr = opt.param_groups[0]["lr"]
         metrics = {
             "train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
@@ -186,7 +232,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             raise NonFiniteLossError(f"validation loss became {val_loss} at epoch {epoch}")
         sched.step(val_loss)
         if best is None or keep_last or (val_acc, -val_loss) > (best.best_val_accuracy, -best.best_val_loss):
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
             best = FitResult(state, epoch, val_acc, val_loss)
             stale = 0
         else:
@@ -195,20 +241,21 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             on_epoch(epoch, metrics)
         if store is not None:
             store.save(epoch, lambda e=epoch, b=best, s=stale: _snapshot(e, model, opt, sched, scaler, gen, b,
-                                                                         history, s))
+                                                                         history, s, average))
     assert best is not None
     best.history = history
     return best
 
 
 def _snapshot(epoch: int, model: nn.Module, opt, sched, scaler, gen: torch.Generator, best: FitResult,
-              history: list[dict[str, float]], stale: int) -> dict[str, Any]:
+              history: list[dict[str, float]], stale: int, average: WeightAverage | None) -> dict[str, Any]:
     """Everything `fit` needs to go on after `epoch`, as tensors and plain values (loadable with
     `torch.load(weights_only=True)`)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "stale": stale,
+        "average": average.state_dict() if average is not None else None,
         "history": history, "best": {"state": best.best_state, "epoch": best.best_epoch,
                                      "val_accuracy": best.best_val_accuracy, "val_loss": best.best_val_loss},
         "rng": {"batches": gen.get_state(), "torch": torch.get_rng_state(),
@@ -219,10 +266,12 @@ def _snapshot(epoch: int, model: nn.Module, opt, sched, scaler, gen: torch.Gener
 
 
 def _restore(saved: dict[str, Any], model: nn.Module, opt, sched, scaler, gen: torch.Generator,
-             device: torch.device) -> tuple[FitResult, list[dict[str, float]], int, int]:
+             device: torch.device, average: WeightAverage | None) -> tuple[FitResult, list[dict[str, float]], int, int]:
     """Put a `_snapshot` back; returns (best, history, stale, next epoch)."""
     model.load_state_dict(saved["model"])
     model.to(device)
+    if average is not None:
+        average.load_state_dict(saved["average"])
     opt.load_state_dict(saved["optimizer"])
     sched.load_state_dict(saved["scheduler"])
     scaler.load_state_dict(saved["scaler"])

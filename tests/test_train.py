@@ -239,3 +239,39 @@ def test_resident_fit_finds_a_nan_loss_in_its_first_epoch(prepared):
     with pytest.raises(NonFiniteLossError, match="epoch 1"):
         fit(SceneClassifier(FeatureConfig(), ModelConfig()), broken, prepared.splits["val"], TrainConfig(epochs=3),
             prepared.frames, resident=True)
+
+
+def test_weight_average_is_the_plain_mean_until_its_span_then_a_moving_average():
+    from torch import nn
+
+    from sceneclf.train import WeightAverage
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    average = WeightAverage(net, steps_per_epoch=2, epochs=2.0)  # span 4 steps: decay 0.75
+    for k in range(1, 6):
+        with torch.no_grad():
+            for t in [*net.parameters(), net[1].running_mean]:
+                t.fill_(float(k))
+        net[1].num_batches_tracked.fill_(k)
+        average.update(net)
+        if k == 4:
+            assert average.module[0].weight.unique().tolist() == [2.5]  # (1 + 2 + 3 + 4) / 4
+    assert average.module[0].weight.unique().tolist() == [3.125]  # 0.75 * 2.5 + 0.25 * 5
+    assert average.module[1].running_mean.unique().tolist() == [3.125]
+    assert average.module[1].num_batches_tracked.item() == 5
+
+
+@pytest.mark.parametrize("ema_epochs", [0.0, 2.0])
+def test_fit_validates_and_keeps_the_averaged_weights(prepared, ema_epochs):
+    """With a moving average the state kept is the average's, not the raw last weights, and the
+    validation accuracy logged is that state's; without one, the raw weights are kept."""
+    train, val = prepared.splits["train"], prepared.splits["val"]
+    cfg = TrainConfig(batch_size=16, epochs=3, early_stop=3, seed=0, ema_epochs=ema_epochs)
+    model = SceneClassifier(FeatureConfig(), ModelConfig(widths=(8, 16)))
+    model.frontend.fit_stats(train.mels)
+    result = fit(model, train, val, cfg, prepared.frames, keep_last=True)
+    raw = model.state_dict()
+    same = all(torch.equal(raw[k], v) for k, v in result.best_state.items())
+    assert same == (ema_epochs == 0)
+    model.load_state_dict(result.best_state)
+    assert score(model, val, prepared.frames)[0] == result.history[-1]["val_accuracy"]

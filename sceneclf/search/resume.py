@@ -37,10 +37,10 @@ from sceneclf.search.record import TrialAttr
 from sceneclf.tracking.tracker import Tracker
 
 FORMAT = "sceneclf.train-state"
-STATE_VERSION = 1
+STATE_VERSION = 2
 STATE_SECONDS = float(os.environ.get("SCENECLF_STATE_SECONDS", "0"))
 MIRROR_SPACING = 40  # the copy to MLflow waits 40x its last upload time: at most 2.5 % of training
-FIT_KEYS = {"epoch", "model", "optimizer", "scheduler", "scaler", "stale", "history", "best", "rng"}
+FIT_KEYS = {"epoch", "model", "average", "optimizer", "scheduler", "scaler", "stale", "history", "best", "rng"}
 log = logging.getLogger("sceneclf")
 
 

@@ -4,7 +4,7 @@ A space file has three tables:
 
     [budget]                      # optional: max_params (default 128000), max_kb, precision
                                   # (fp32, fp16, int8), max_macs_per_second, max_macs (per clip)
-    [train]                       # optional fixed settings: epochs, early_stop
+    [train]                       # optional fixed settings: epochs, early_stop, ema_epochs
     [params.NAME]                 # one per tuned parameter
     type = "float" | "int" | "categorical"
     low, high, log, step          # float and int
@@ -58,7 +58,7 @@ KNOWN_PARAMS = {
 AUGMENT_PARAMS = {"mixstyle_p": float, "mixstyle_alpha": float, "mixup_alpha": float, "freq_masks": int,
                   "freq_width": int, "time_masks": int, "time_width": int, "time_shift": int,
                   "response_p": float, "response_db": float}
-KNOWN_TRAIN = {"epochs", "early_stop", "plateau_patience", "plateau_factor"}
+KNOWN_TRAIN = {"epochs", "early_stop", "plateau_patience", "plateau_factor", "ema_epochs"}
 KNOWN_BUDGET = {"max_params", "max_macs", "max_kb", "max_macs_per_second", "precision"}
 TYPES = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
          "categorical": {"choices"}}
