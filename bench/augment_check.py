@@ -1,7 +1,7 @@
 """What each augmentation buys a model trained as retrain-best trains it, one fixed configuration.
 
 A CNN of widths 24,48,96 (lr 3e-3, batch 32, 30 epochs, seed 0, one thread) on the default data's
-train + val splits, its last state scored on test, overall and by recording device, once per
+train + val splits, the last state of its weights' moving average scored on test, overall and by recording device, once per
 augmentation setting. Not part of `run.py`; prints one markdown table.
 
     OMP_NUM_THREADS=1 python -m bench.augment_check [--epochs 30] [--only none,mixstyle]
@@ -20,6 +20,7 @@ from sceneclf.model.augment import AugmentConfig
 from sceneclf.model.budget import Budget
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
+from sceneclf.tasks.retrain import AVERAGE_EPOCHS
 from sceneclf.train import TrainConfig, score, train_model
 
 SETTINGS = {
@@ -38,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(1)
     data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), default_cache_dir())
     model_cfg = ModelConfig(widths=(24, 48, 96), dropout=0.2, n_classes=len(data.classes))
-    cfg = TrainConfig(lr=3e-3, epochs=args.epochs, early_stop=args.epochs, seed=0)
+    cfg = TrainConfig(lr=3e-3, epochs=args.epochs, early_stop=args.epochs, seed=0, ema_epochs=AVERAGE_EPOCHS)
     print("| augmentation | test | test, unheard devices | right of each device | seconds |\n|---|---|---|---|---|")
     for name in args.only.split(","):
         t0 = time.perf_counter()

@@ -1,8 +1,8 @@
 """`fit`: one training path for `train`, `search` and `retrain-best`.
 
 Cross-entropy, Adam, ReduceLROnPlateau on the validation loss, early stopping, the best state
-(by validation accuracy, then loss) kept in memory. Validation, the best state and the last one
-are those of an exponential moving average of the weights (`TrainConfig.ema_epochs`). No
+(by validation accuracy, then loss) kept in memory. With `TrainConfig.ema_epochs`, validation,
+the best state and the last one are those of a moving average of the weights. No
 tracking and no Optuna here: whatever watches training hangs on the `on_epoch(epoch, metrics)`
 callback, which may raise to stop (Optuna's TrialPruned passes straight through). A `StateStore` passed in keeps the whole
 training state after each epoch, so a killed run goes on at the next epoch.
@@ -42,7 +42,7 @@ class TrainConfig:
     early_stop: int = 6  # epochs without a better validation score
     plateau_patience: int = 2
     plateau_factor: float = 0.5
-    ema_epochs: float = 2.0  # time constant of the weights' moving average; 0: the raw weights
+    ema_epochs: float = 0.0  # time constant of a moving average of the weights; 0: the raw weights
     seed: int = 0
 
     def __post_init__(self) -> None:

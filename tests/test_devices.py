@@ -66,3 +66,10 @@ def test_every_finished_trial_logs_validation_accuracy_by_device(retrained_study
         weighted = sum(m[f"final_val_accuracy_device_{d}"] * n for d, n in clips.items()) / sum(clips.values())
         assert weighted == pytest.approx(m["final_val_accuracy"])
         assert 0 <= m["final_val_accuracy_unheard_devices"] <= 1
+
+
+def test_retrain_best_keeps_a_moving_average_of_its_weights(retrained_study):
+    """Trials train raw weights (the tiny space sets no ema_epochs); retrain-best, with no
+    validation data to choose a state by, keeps its moving average's last state."""
+    saved = torch.load(retrained_study["checkpoint"], weights_only=True)
+    assert saved["train"]["ema_epochs"] == 2.0

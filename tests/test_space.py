@@ -86,3 +86,9 @@ def test_malformed_space_names_the_key(text, key):
 def test_missing_space_file():
     with pytest.raises(ConfigError, match="--space nope.toml: no such file"):
         load_space("nope.toml")
+
+
+def test_a_space_sets_the_weight_average_span():
+    space = parse_space('[params.base_width]\ntype = "int"\nlow = 4\nhigh = 8\n[train]\nema_epochs = 1.5', "ema.toml")
+    assert sample(optuna.trial.FixedTrial({"base_width": 4}), space, n_classes=15).train.ema_epochs == 1.5
+    assert sample(optuna.trial.FixedTrial(FIXED), load_space("default"), n_classes=15).train.ema_epochs == 0.0

@@ -28,6 +28,7 @@ from sceneclf.search.space import TrialConfigs, parse_space, sample
 from sceneclf.train import score, train_model
 
 TRAINED_ON = ("train", "val")  # retrain-best fits both; evaluation counts their devices as heard
+AVERAGE_EPOCHS = 2.0  # with no validation data to pick a state, the last state is a moving average's
 
 
 @dataclass
@@ -83,10 +84,11 @@ def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0, numbe
 def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, device: str,
             echo: Echo) -> tuple[Checkpoint, list[dict[str, float]]]:
     """Train the best configs on train + val for the best trial's best epoch count (or
-    `epochs`), keep the last state, evaluate on test."""
+    `epochs`), keep the last state of the weights' moving average (over the trial's
+    `ema_epochs`, else `AVERAGE_EPOCHS`), evaluate on test."""
     cfgs = best.configs
     n_epochs = epochs or int(best.trial.user_attrs.get(TrialAttr.BEST_EPOCH, cfgs.train.epochs))
-    train_cfg = replace(cfgs.train, epochs=n_epochs, seed=seed)
+    train_cfg = replace(cfgs.train, epochs=n_epochs, seed=seed, ema_epochs=cfgs.train.ema_epochs or AVERAGE_EPOCHS)
     model_cfg = cfgs.model
     combined = data.splits["train"] + data.splits["val"]  # TRAINED_ON
 
