@@ -1,8 +1,8 @@
 """What each augmentation buys a model trained as retrain-best trains it, one fixed configuration.
 
 A CNN of widths 24,48,96 (lr 3e-3, batch 32, 30 epochs, seed 0, one thread) on the default data's
-train + val splits, the last state of its weights' moving average scored on test, overall and by recording device, once per
-augmentation setting. Not part of `run.py`; prints one markdown table.
+train + val splits, the last state of its weights' moving average scored on test, overall and by
+recording device, once per augmentation setting. Not part of `run.py`; prints one markdown table.
 
     OMP_NUM_THREADS=1 python -m bench.augment_check [--epochs 30] [--only none,mixstyle]
 """

@@ -2,10 +2,10 @@
 
 Cross-entropy, Adam, ReduceLROnPlateau on the validation loss, early stopping, the best state
 (by validation accuracy, then loss) kept in memory. With `TrainConfig.ema_epochs`, validation,
-the best state and the last one are those of a moving average of the weights. No
-tracking and no Optuna here: whatever watches training hangs on the `on_epoch(epoch, metrics)`
-callback, which may raise to stop (Optuna's TrialPruned passes straight through). A `StateStore` passed in keeps the whole
-training state after each epoch, so a killed run goes on at the next epoch.
+the best state and the last one are those of a moving average of the weights. No tracking and
+no Optuna here: whatever watches training hangs on the `on_epoch(epoch, metrics)` callback,
+which may raise to stop (Optuna's TrialPruned passes straight through). A `StateStore` passed
+in keeps the whole training state after each epoch, so a killed run goes on at the next epoch.
 
 On CUDA the splits' mels are held on the GPU (`ResidentMels`): crops, windows and the front end
 run there, and an epoch waits for the GPU once, at its end, instead of after every batch.

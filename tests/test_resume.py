@@ -32,13 +32,13 @@ class Cut(Exception):
     pass
 
 
-def train(prepared, store, epochs_seen, stop_at=None):
+def train(prepared, store, epochs_seen, stop_at=None, ema_epochs=0.0):
     def on_epoch(epoch, metrics):
         epochs_seen.append(epoch)
         if epoch == stop_at:
             raise Cut  # as a kill after the epoch's reports, before its state is written
 
-    cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=5, early_stop=5, seed=3)
+    cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=5, early_stop=5, seed=3, ema_epochs=ema_epochs)
     return train_model(FeatureConfig(noise=0.05), ModelConfig(widths=(8, 16)), cfg, Budget(),
                        prepared.splits["train"], prepared.splits["val"], prepared.frames, on_epoch=on_epoch,
                        augment=AUGMENT, store=store)
@@ -48,19 +48,21 @@ def without_seconds(history):
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-def test_a_cut_training_goes_on_exactly_where_it_stopped(prepared, tmp_path):
+@pytest.mark.parametrize("ema_epochs", [0.0, 1.0])  # with a moving average of the weights, it goes on too
+def test_a_cut_training_goes_on_exactly_where_it_stopped(prepared, tmp_path, ema_epochs):
     torch.set_num_threads(1)
     seen_whole: list[int] = []
-    whole_model, whole = train(prepared, TrainingState(tmp_path / "a.state", 0, CONFIGS, "fp"), seen_whole)
+    whole_model, whole = train(prepared, TrainingState(tmp_path / "a.state", 0, CONFIGS, "fp"), seen_whole,
+                               ema_epochs=ema_epochs)
 
     path = tmp_path / "b.state"
     seen_cut: list[int] = []
     with pytest.raises(Cut):
-        train(prepared, TrainingState(path, 0, CONFIGS, "fp"), seen_cut, stop_at=4)
+        train(prepared, TrainingState(path, 0, CONFIGS, "fp"), seen_cut, stop_at=4, ema_epochs=ema_epochs)
     store = TrainingState(path, 1, CONFIGS, "fp")
     assert store.read()["epoch"] == 3
     seen_resumed: list[int] = []
-    model, resumed = train(prepared, store, seen_resumed)
+    model, resumed = train(prepared, store, seen_resumed, ema_epochs=ema_epochs)
 
     assert seen_whole == [1, 2, 3, 4, 5] and seen_cut == [1, 2, 3, 4] and seen_resumed == [4, 5]
     assert without_seconds(resumed.history) == without_seconds(whole.history)
