@@ -193,8 +193,8 @@ def test_retrain_best_without_finished_trials(stores, tiny_data):
 
 def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
     """The CLI offers the pruners `make_pruner` knows, defaulting to DEFAULT_PRUNER; with it, in a
-    real study, a trial below the earlier ones is stopped at its fourth epoch, the first it can be,
-    and a trial above them runs to the end."""
+    real study, a trial below the top third of the completed ones is stopped at its fourth epoch,
+    the first it can be, and a trial above them runs to the end."""
     option = next(p for p in cli.commands["search"].params if p.name == "pruner")
     assert tuple(option.type.choices) == search_names.PRUNERS and option.default == search_names.DEFAULT_PRUNER
     study = optuna.create_study(direction="maximize", pruner=make_pruner(search_names.DEFAULT_PRUNER, 20))
@@ -213,6 +213,8 @@ def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
         assert run([0.3 + 0.02 * i + 0.02 * e for e in range(20)]) == 20  # startup: never pruned
     assert run([0.1] * 20) == 4
     assert run([0.5 + 0.02 * e for e in range(20)]) == 20
+    # at every epoch above the completed trials' median, under their top third
+    assert run([0.37 + 0.02 * e for e in range(20)]) == 4
     for name in search_names.PRUNERS:
         assert isinstance(make_pruner(name, 20), optuna.pruners.BasePruner)
 

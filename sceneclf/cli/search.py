@@ -36,9 +36,9 @@ from sceneclf.search import DEFAULT_PRUNER, OBJECTIVES, PRUNERS, SAMPLERS
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS),
               default=DEFAULT_PRUNER, show_default=True,
-              help="median: stop a trial whose best accuracy so far is below the median of earlier "
-                   "trials at the same epoch (from epoch 2, after 4 completed trials); percentile: "
-                   "below their top quarter; asha: successive halving at epochs 1, 3, 9; hyperband; none.")
+              help="percentile: stop a trial whose best accuracy so far is below the top third of the "
+                   "completed trials at the same epoch (from epoch 4, after 4 completed trials); median: "
+                   "below their median; asha: successive halving at epochs 1, 3, 9; hyperband; none.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch limit per trial (default: the space's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
@@ -55,7 +55,7 @@ def search(trials, timeout, data, layout, fold, skip_bad, cache_dir, study, stor
 
     Running the same command again resumes the same study.
 
-    Example: sceneclf search --trials 50 --sampler tpe --pruner median
+    Example: sceneclf search --trials 50 --sampler tpe --pruner percentile
 
     Example: sceneclf search --space dcase-low-complexity --objectives accuracy,kb --trials 60
     """

@@ -5,5 +5,5 @@ The names below are what the CLI offers; light to import."""
 DEFAULT_STORAGE = "sqlite:///studies/sceneclf.db"
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "percentile", "asha", "hyperband", "none")
-DEFAULT_PRUNER = "median"  # chosen by bench pruning (bench/RESULTS.md)
+DEFAULT_PRUNER = "percentile"  # chosen by bench quality and pruning (bench/RESULTS.md)
 OBJECTIVES = ("accuracy", "accuracy,kb", "accuracy,macs")  # --objectives: one study, or a front

@@ -87,13 +87,13 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     reached at the same epoch."""
     # Epochs count from 1: none is pruned before its fourth, so slow starters (strong Freq-MixStyle) get a chance.
     patience = dict(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
-    if name == "median":  # the best so far below the median of 3 or more earlier trials at this epoch
+    if name == "median":  # the best so far below the median of 3 or more completed trials at this epoch
         return optuna.pruners.MedianPruner(**patience)
-    if name == "percentile":  # the same, against the top quarter
-        return optuna.pruners.PercentilePruner(25.0, **patience)
+    if name == "percentile":  # the same, against the top third: a search spends its time on completed trials
+        return optuna.pruners.PercentilePruner(100 / 3, **patience)
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if name == "hyperband":
+    if name == "hyperband":  # TPE then learns from the trial's own bracket only (a third of a 50-trial search)
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
