@@ -42,6 +42,16 @@ class Outcome:
     unheard: float = float("nan")  # test accuracy on devices neither train nor val holds
     trial_test: float = float("nan")  # the best trial's own checkpoint (train split only) on test
     trial_unheard: float = float("nan")  # the same, on devices the train split never heard
+    median_trained: float = float("nan")  # median trained trial, a pruned one at its best epoch so far
+
+
+def median_trained(study: optuna.Study) -> float:
+    """Median best validation accuracy of the trials that trained at least one epoch, completed or
+    pruned (a pruned trial at its best epoch before it was stopped): what the configurations the
+    sampler tried reached, not only the ones the pruner let finish."""
+    best = [t.value if t.state == optuna.trial.TrialState.COMPLETE else max(t.intermediate_values.values())
+            for t in study.trials if t.intermediate_values]
+    return statistics.median(best)
 
 
 def sceneclf(ctx: Context, cwd: Path, *args: str) -> float:
@@ -71,7 +81,8 @@ def search(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str], spa
     return Outcome(study.user_attrs["reference"]["reference_test_accuracy"], study.best_value,
                    statistics.median(done), float(metrics["test_accuracy"]), wall,
                    float(metrics.get("test_accuracy_unheard_devices", float("nan"))),
-                   float(scored["accuracy"]), float(scored.get("accuracy_unheard_devices", float("nan"))))
+                   float(scored["accuracy"]), float(scored.get("accuracy_unheard_devices", float("nan"))),
+                   median_trained(study))
 
 
 def poor(ctx: Context, cwd: Path, data: list[str]) -> float:
@@ -163,6 +174,9 @@ def run(ctx: Context) -> Section:
     sec.goal("8 quality: median completed trial under the best (validation, default data, mean)",
              f"{mean(under) * 100:.1f} points ({', '.join(f'{u * 100:.1f}' for u in under)})", ">= 15 points",
              mean(under) >= 0.15 if judged else None)
+    trained = [o.best_val - o.median_trained for o in default]
+    sec.goal("8 quality: median trained trial under the best, pruned ones at their best epoch (default data, mean)",
+             f"{mean(trained) * 100:.1f} points ({', '.join(f'{u * 100:.1f}' for u in trained)})", "report", None)
     sec.goal("8 quality: search wall time (default data, longest)", fmt_s(max(o.wall for o in default)),
              "< 10 min", max(o.wall for o in default) < 600 if judged else None)
     return _second_goals(sec, other, other_plain)
