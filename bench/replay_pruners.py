@@ -18,17 +18,20 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
+from sceneclf.search import DEFAULT_PRUNER
+from sceneclf.search.storage import make_pruner
+
 P = optuna.pruners
 CANDIDATES = {
     "none": lambda: P.NopPruner(),
-    "median 4/1 n3 (shipped)": lambda: P.MedianPruner(n_startup_trials=4, n_warmup_steps=1, n_min_trials=3),
-    "median 3/1 n3": lambda: P.MedianPruner(n_startup_trials=3, n_warmup_steps=1, n_min_trials=3),
-    "median 5/3 (before)": lambda: P.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
-    "percentile 25 4/1 n3": lambda: P.PercentilePruner(25, n_startup_trials=4, n_warmup_steps=1, n_min_trials=3),
-    "successive halving 1/3": lambda: P.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    "hyperband 1/3": lambda: P.HyperbandPruner(min_resource=1, max_resource=20, reduction_factor=3),
-    "patient(median 4/1 n3, 1)": lambda: P.PatientPruner(
-        P.MedianPruner(n_startup_trials=4, n_warmup_steps=1, n_min_trials=3), patience=1),
+    "shipped (make_pruner default)": lambda: make_pruner(DEFAULT_PRUNER, 24),
+    "median 4/4 n3 (before a67a43a)": lambda: P.MedianPruner(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3),
+    "percentile 25 4/4 n3": lambda: P.PercentilePruner(25, n_startup_trials=4, n_warmup_steps=4, n_min_trials=3),
+    "percentile 40 4/4 n3": lambda: P.PercentilePruner(40, n_startup_trials=4, n_warmup_steps=4, n_min_trials=3),
+    "successive halving 4/3": lambda: P.SuccessiveHalvingPruner(min_resource=4, reduction_factor=3),
+    "hyperband 2/3": lambda: P.HyperbandPruner(min_resource=2, max_resource=24, reduction_factor=3),
+    "patient(median 4/4 n3, 1)": lambda: P.PatientPruner(
+        P.MedianPruner(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3), patience=1),
 }
 
 

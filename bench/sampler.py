@@ -8,6 +8,7 @@ Both use the default pruner; "after 20 trials" counts finished trials as the sea
 from __future__ import annotations
 
 from bench.common import Context, Section, run_pair
+from sceneclf.search import DEFAULT_PRUNER
 
 SEEDS = (0, 1, 2)
 TRIALS = 20
@@ -30,7 +31,7 @@ def run(ctx: Context) -> Section:
     rows.append(["**mean**", f"**{mean_tpe:.3f}**", f"**{mean_rnd:.3f}**", f"**{mean_tpe - mean_rnd:+.3f}**",
                  "", "", ""])
     sec.add(f"`sceneclf search --trials {TRIALS} --sampler tpe|random --seed S {' '.join(extra)}` "
-            "(default space, median pruner).", "")
+            f"(default space, default pruner: {DEFAULT_PRUNER}).", "")
     sec.table(["seed", "TPE best", "random best", "TPE - random", "over budget (TPE / random)",
                "pruned (TPE / random)", "epochs (TPE / random)"], rows)
     sec.goal(f"4 sampler: mean best accuracy after {TRIALS} trials, TPE - random",
