@@ -19,19 +19,18 @@ import optuna
 from optuna.trial import TrialState
 
 from sceneclf.search import DEFAULT_PRUNER
-from sceneclf.search.storage import make_pruner
+from sceneclf.search.storage import PATIENCE, make_pruner
 
 P = optuna.pruners
 CANDIDATES = {
     "none": lambda: P.NopPruner(),
     "shipped (make_pruner default)": lambda: make_pruner(DEFAULT_PRUNER, 24),
-    "median 4/4 n3 (before a67a43a)": lambda: P.MedianPruner(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3),
-    "percentile 25 4/4 n3": lambda: P.PercentilePruner(25, n_startup_trials=4, n_warmup_steps=4, n_min_trials=3),
-    "percentile 40 4/4 n3": lambda: P.PercentilePruner(40, n_startup_trials=4, n_warmup_steps=4, n_min_trials=3),
+    "median (before a67a43a)": lambda: make_pruner("median", 24),
+    "percentile 25": lambda: P.PercentilePruner(25, **PATIENCE),
+    "percentile 40": lambda: P.PercentilePruner(40, **PATIENCE),
     "successive halving 4/3": lambda: P.SuccessiveHalvingPruner(min_resource=4, reduction_factor=3),
     "hyperband 2/3": lambda: P.HyperbandPruner(min_resource=2, max_resource=24, reduction_factor=3),
-    "patient(median 4/4 n3, 1)": lambda: P.PatientPruner(
-        P.MedianPruner(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3), patience=1),
+    "patient(median, 1)": lambda: P.PatientPruner(make_pruner("median", 24), patience=1),
 }
 
 

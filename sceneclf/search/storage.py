@@ -82,15 +82,17 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"--sampler {name}: use one of {', '.join(SAMPLERS)}")
 
 
+# Epochs count from 1: none is pruned before its fourth, so slow starters (strong Freq-MixStyle) get a chance.
+PATIENCE = dict(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
+
+
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """Every pruner compares a trial's validation accuracy at an epoch with what earlier trials
     reached at the same epoch."""
-    # Epochs count from 1: none is pruned before its fourth, so slow starters (strong Freq-MixStyle) get a chance.
-    patience = dict(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
     if name == "median":  # the best so far below the median of 3 or more completed trials at this epoch
-        return optuna.pruners.MedianPruner(**patience)
+        return optuna.pruners.MedianPruner(**PATIENCE)
     if name == "percentile":  # the same, against the top third: a search spends its time on completed trials
-        return optuna.pruners.PercentilePruner(100 / 3, **patience)
+        return optuna.pruners.PercentilePruner(100 / 3, **PATIENCE)
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":  # TPE then learns from the trial's own bracket only (a third of a 50-trial search)
