@@ -95,7 +95,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.PercentilePruner(100 / 3, **PATIENCE)
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if name == "hyperband":  # TPE then learns from the trial's own bracket only (a third of a 50-trial search)
+    if name == "hyperband":  # TPE then learns only from the trials of the same bracket (optuna _filter_study)
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
