@@ -209,9 +209,11 @@ def test_default_pruner_keeps_the_leaders_and_stops_the_laggards_early():
         study.tell(trial, max(curve))
         return len(curve)
 
-    for i in range(6):
-        assert run([0.3 + 0.02 * i + 0.02 * e for e in range(20)]) == 20  # startup: never pruned
-    assert run([0.1] * 20) == 4
+    assert run([0.1] * 20) == 20  # startup: the first two are never pruned
+    assert run([0.3 + 0.02 * e for e in range(20)]) == 20
+    assert run([0.1] * 20) == 4  # the third is, from its fourth epoch
+    for i in range(1, 6):
+        assert run([0.3 + 0.02 * i + 0.02 * e for e in range(20)]) == 20
     assert run([0.5 + 0.02 * e for e in range(20)]) == 20
     # at every epoch above the completed trials' median, under their top third
     assert run([0.37 + 0.02 * e for e in range(20)]) == 4

@@ -83,13 +83,14 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 # Epochs count from 1: none is pruned before its fourth, so slow starters (strong Freq-MixStyle) get a chance.
-PATIENCE = dict(n_startup_trials=4, n_warmup_steps=4, n_min_trials=3)
+# Two completed trials suffice: until then every random start-up trial runs to the limit, the largest too.
+PATIENCE = dict(n_startup_trials=2, n_warmup_steps=4, n_min_trials=2)
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """Every pruner compares a trial's validation accuracy at an epoch with what earlier trials
     reached at the same epoch."""
-    if name == "median":  # the best so far below the median of 3 or more completed trials at this epoch
+    if name == "median":  # the best so far below the median of 2 or more completed trials at this epoch
         return optuna.pruners.MedianPruner(**PATIENCE)
     if name == "percentile":  # the same, against the top third: a search spends its time on completed trials
         return optuna.pruners.PercentilePruner(100 / 3, **PATIENCE)
