@@ -25,7 +25,7 @@ P = optuna.pruners
 CANDIDATES = {
     "none": lambda: P.NopPruner(),
     "shipped (make_pruner default)": lambda: make_pruner(DEFAULT_PRUNER, 24),
-    "median (before a67a43a)": lambda: make_pruner("median", 24),
+    "median (--pruner median)": lambda: make_pruner("median", 24),
     "percentile 25": lambda: P.PercentilePruner(25, **PATIENCE),
     "percentile 40": lambda: P.PercentilePruner(40, **PATIENCE),
     "successive halving 4/3": lambda: P.SuccessiveHalvingPruner(min_resource=4, reduction_factor=3),
