@@ -156,6 +156,12 @@ def test_other_space_under_same_study_is_refused(stores, tiny_data):
 def test_retrain_best_registers_a_loadable_model(stores, tiny_data, tmp_path):
     from conftest import TINY_SPACE
 
+    from sceneclf.data.audio import AudioConfig
+    from sceneclf.data.prepare import DataConfig, prepare
+    from sceneclf.model.frontend import FeatureConfig
+    from sceneclf.tracking.models import load_model
+    from sceneclf.train import score
+
     extra = '[params.batch_size]\ntype = "categorical"\nchoices = [16, 32]\n[params.noise]\ntype = "float"\nlow = 0.0\nhigh = 0.2\n'
     (tmp_path / "tiny.toml").write_text(TINY_SPACE + extra)  # every trial fits and completes
     assert run_search(stores, tiny_data, "--trials", "3", "--epochs", "2", "--space", "tiny.toml").exit_code == 0
@@ -179,6 +185,14 @@ def test_retrain_best_registers_a_loadable_model(stores, tiny_data, tmp_path):
     assert run.data.tags["sceneclf.study_run_id"] == study.user_attrs["mlflow_parent_run_id"]
     assert float(run.data.params["lr"]) == pytest.approx(best.params["lr"])
     assert "test_accuracy" in run.data.metrics
+    # Beside it, the trial's own checkpoint (train split only) on the same test clips.
+    own = load_model(f"runs:/{best.user_attrs['mlflow_run_id']}/model", stores["tracking"]).checkpoint
+    data = prepare(DataConfig(data=str(tiny_data)), AudioConfig(), FeatureConfig(), tmp_path / "cache")
+    expected, _, _ = score(own.model, data.splits["test"], data.frames)
+    assert ckpt.metrics["trial_checkpoint_test_accuracy"] == expected
+    assert run.data.metrics["trial_checkpoint_test_accuracy"] == pytest.approx(expected)
+    assert f"the trial's own checkpoint (training split only): test_accuracy {expected:.3f}" in res.output
+    assert ("below the trial's own checkpoint" in res.output) == (expected > ckpt.metrics["test_accuracy"])
     mlflow.set_tracking_uri(stores["tracking"])
     model = mlflow.pyfunc.load_model(f"models:/sceneclf/{version.version}")
     for n in (16000, 48000):

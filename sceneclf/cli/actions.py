@@ -19,7 +19,7 @@ from sceneclf.model.checkpoint import Checkpoint, save_checkpoint
 from sceneclf.model.cnn import ModelConfig
 from sceneclf.model.frontend import FeatureConfig
 from sceneclf.search.front import front_table
-from sceneclf.search.record import StudyAttr, trial_value
+from sceneclf.search.record import StudyAttr, TrialAttr, trial_value
 from sceneclf.search.space import load_space
 from sceneclf.search.study import SearchOutcome, SearchSettings, mlflow_ui_command, run_search, top_trials_table
 from sceneclf.tasks.reference import Reference, fit_reference
@@ -355,6 +355,19 @@ class RetrainRequest:
     mlflow: bool = True
 
 
+def trial_checkpoint(trial, tracking_uri: str | None) -> Checkpoint | None:
+    """The checkpoint a completed trial logged on its MLflow run; None without MLflow or one."""
+    from sceneclf.tracking.models import load_model
+
+    run_id = trial.user_attrs.get(TrialAttr.RUN_ID)
+    if not tracking_uri or not run_id:
+        return None
+    try:
+        return load_model(f"runs:/{run_id}/model", tracking_uri).checkpoint
+    except ConfigError:  # a run without its checkpoint: nothing to compare with
+        return None
+
+
 def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     from sceneclf.search import DEFAULT_STORAGE
     from sceneclf.search.storage import load_study
@@ -372,6 +385,8 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     echo(f"trial {best.trial.number}: val_accuracy {trial_value(best.trial):.3f}; params {best.trial.params}")
     echo(summarize(best.configs.model, (best.configs.features.n_mels, prepared.frames)).format())
     ckpt, history = retrain.retrain(best, prepared, req.epochs, req.seed, str(pick_device(req.device)), echo)
+    own = trial_checkpoint(best.trial, tracking_uri)
+    own_acc = retrain.own_checkpoint_accuracy(own, ckpt, prepared) if own is not None else None
     save_checkpoint(req.out, ckpt)
     reference = study.user_attrs.get(StudyAttr.REFERENCE) or {}
     against = (f" vs bag-of-frames reference {reference['reference_test_accuracy']:.3f}"
@@ -382,6 +397,12 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
                  for name in ("heard", "unheard") if f"test_accuracy_{name}_devices" in ckpt.metrics]
     if by_device:
         echo(f"test_accuracy on {', '.join(by_device)} (heard: in the training split)")
+    if own_acc is not None:
+        echo(f"the trial's own checkpoint (training split only): test_accuracy {own_acc:.3f}")
+        if own_acc > ckpt.metrics["test_accuracy"]:
+            echo(f"the retrained model is below the trial's own checkpoint on test: trained on train + "
+                 f"validation with --seed {req.seed}, it ended elsewhere than the trial; try another --seed, "
+                 f"or use the trial's checkpoint, runs:/{best.trial.user_attrs[TrialAttr.RUN_ID]}/model")
     precision = ckpt.train["precision"]
     if precision != "fp32":
         echo(f"test_accuracy at {precision} (as it ships) {ckpt.metrics[f'test_accuracy_{precision}']:.3f}, "

@@ -28,7 +28,8 @@ from sceneclf.search.space import TrialConfigs, parse_space, sample
 from sceneclf.train import score, train_model
 
 TRAINED_ON = ("train", "val")  # retrain-best fits both; evaluation counts their devices as heard
-AVERAGE_EPOCHS = 2.0  # with no validation data to pick a state, the last state is a moving average's
+AVERAGE_EPOCHS = 2.0
+OWN_CHECKPOINT_METRIC = "trial_checkpoint_test_accuracy"  # with no validation data to pick a state, the last state is a moving average's
 
 
 @dataclass
@@ -113,6 +114,15 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
         deployed_acc, _, _ = score(deployed_model(ckpt, data), data.splits["test"], data.frames)
         metrics.update({f"test_accuracy_{precision}": deployed_acc, "precision_drop": test_acc - deployed_acc})
     return ckpt, result.history
+
+
+def own_checkpoint_accuracy(own: Checkpoint, ckpt: Checkpoint, data: PreparedData) -> float:
+    """Test accuracy of the chosen trial's own checkpoint (trained on the training split alone),
+    stored in `ckpt.metrics` beside the retrained model's, so that a retraining that ended worse
+    than the trial did is seen."""
+    accuracy, _, _ = score(own.model, data.splits["test"], data.frames)
+    ckpt.metrics[OWN_CHECKPOINT_METRIC] = accuracy
+    return accuracy
 
 
 def deployed_model(ckpt: Checkpoint, data: PreparedData, precision: str | None = None) -> nn.Module:
