@@ -1,5 +1,4 @@
-"""The work behind `train`, `search`, `worker` and `retrain-best`, between the CLI (parsing) and
-the library: requests in, output through `echo`."""
+"""The work behind the commands, between the CLI (parsing) and the library: requests in, output through `echo`."""
 
 from __future__ import annotations
 
@@ -189,8 +188,7 @@ WORKER_BYTES = 2 * 1024**3  # a search worker's peak resident memory, with room 
 
 
 def auto_jobs(cores: int, available_bytes: int | None, device: str) -> int:
-    """`--jobs auto`: one single-threaded worker per core on the CPU, as many as memory holds, at
-    most AUTO_MAX_JOBS; one on a GPU, which one trial's process already drives."""
+    """`--jobs auto`: a 1-thread worker per core on CPU (as memory allows, <= AUTO_MAX_JOBS); one on a GPU."""
     if device != "cpu":
         return 1
     fit = max(1, available_bytes // WORKER_BYTES) if available_bytes else cores
@@ -285,8 +283,7 @@ def worker_command_run(req: WorkerRequest, echo: Echo) -> SearchOutcome:
 
 
 def search_command(req: SearchRequest, echo: Echo) -> SearchOutcome:
-    """`sceneclf search`. With `req.fork_workers` and more than one job asked for, a zygote is
-    forked first, before anything runs in parallel, and forks the `--jobs` workers."""
+    """`sceneclf search`; with `req.fork_workers` and several jobs, a zygote forks the workers first."""
     from sceneclf.cli.zygote import Zygote, can_fork
 
     zygote = Zygote.start() if req.fork_workers and req.jobs != 1 and can_fork() else None
@@ -355,24 +352,11 @@ class RetrainRequest:
     mlflow: bool = True
 
 
-def trial_checkpoint(trial, tracking_uri: str | None) -> Checkpoint | None:
-    """The checkpoint a completed trial logged on its MLflow run; None without MLflow or one."""
-    from sceneclf.tracking.models import load_model
-
-    run_id = trial.user_attrs.get(TrialAttr.RUN_ID)
-    if not tracking_uri or not run_id:
-        return None
-    try:
-        return load_model(f"runs:/{run_id}/model", tracking_uri).checkpoint
-    except ConfigError:  # a run without its checkpoint: nothing to compare with
-        return None
-
-
 def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     from sceneclf.search import DEFAULT_STORAGE
     from sceneclf.search.storage import load_study
     from sceneclf.tasks import retrain
-    from sceneclf.tracking.models import REGISTERED_MODEL, log_retrained_model
+    from sceneclf.tracking.models import REGISTERED_MODEL, log_retrained_model, trial_checkpoint
 
     check_writable(req.out)
     storage = req.storage or DEFAULT_STORAGE
@@ -385,8 +369,8 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
     echo(f"trial {best.trial.number}: val_accuracy {trial_value(best.trial):.3f}; params {best.trial.params}")
     echo(summarize(best.configs.model, (best.configs.features.n_mels, prepared.frames)).format())
     ckpt, history = retrain.retrain(best, prepared, req.epochs, req.seed, str(pick_device(req.device)), echo)
-    own = trial_checkpoint(best.trial, tracking_uri)
-    own_acc = retrain.own_checkpoint_accuracy(own, ckpt, prepared) if own is not None else None
+    against_trial = retrain.against_trial(trial_checkpoint(best.trial.user_attrs.get(TrialAttr.RUN_ID), tracking_uri),
+                                          ckpt, prepared, req.seed)
     save_checkpoint(req.out, ckpt)
     reference = study.user_attrs.get(StudyAttr.REFERENCE) or {}
     against = (f" vs bag-of-frames reference {reference['reference_test_accuracy']:.3f}"
@@ -397,12 +381,8 @@ def retrain_command(req: RetrainRequest, echo: Echo) -> dict:
                  for name in ("heard", "unheard") if f"test_accuracy_{name}_devices" in ckpt.metrics]
     if by_device:
         echo(f"test_accuracy on {', '.join(by_device)} (heard: in the training split)")
-    if own_acc is not None:
-        echo(f"the trial's own checkpoint (training split only): test_accuracy {own_acc:.3f}")
-        if own_acc > ckpt.metrics["test_accuracy"]:
-            echo(f"the retrained model is below the trial's own checkpoint on test: trained on train + "
-                 f"validation with --seed {req.seed}, it ended elsewhere than the trial; try another --seed, "
-                 f"or use the trial's checkpoint, runs:/{best.trial.user_attrs[TrialAttr.RUN_ID]}/model")
+    for line in against_trial:
+        echo(line)
     precision = ckpt.train["precision"]
     if precision != "fp32":
         echo(f"test_accuracy at {precision} (as it ships) {ckpt.metrics[f'test_accuracy_{precision}']:.3f}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import optuna
 from torch import nn
@@ -26,6 +27,9 @@ from sceneclf.search.record import (
 )
 from sceneclf.search.space import TrialConfigs, parse_space, sample
 from sceneclf.train import score, train_model
+
+if TYPE_CHECKING:
+    from sceneclf.tracking.models import LoadedModel
 
 TRAINED_ON = ("train", "val")  # retrain-best fits both; evaluation counts their devices as heard
 AVERAGE_EPOCHS = 2.0
@@ -116,13 +120,19 @@ def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, 
     return ckpt, result.history
 
 
-def own_checkpoint_accuracy(own: Checkpoint, ckpt: Checkpoint, data: PreparedData) -> float:
-    """Test accuracy of the chosen trial's own checkpoint (trained on the training split alone),
-    stored in `ckpt.metrics` beside the retrained model's, so that a retraining that ended worse
-    than the trial did is seen."""
-    accuracy, _, _ = score(own.model, data.splits["test"], data.frames)
+def against_trial(own: LoadedModel | None, ckpt: Checkpoint, data: PreparedData, seed: int) -> list[str]:
+    """Score the chosen trial's own checkpoint (trained on the training split alone; none: say
+    nothing) on test, store it in `ckpt.metrics`, and say so when the retrained model ended below it."""
+    if own is None:
+        return []
+    accuracy, _, _ = score(own.checkpoint.model, data.splits["test"], data.frames)
     ckpt.metrics[OWN_CHECKPOINT_METRIC] = accuracy
-    return accuracy
+    lines = [f"the trial's own checkpoint (training split only): test_accuracy {accuracy:.3f}"]
+    if accuracy > ckpt.metrics["test_accuracy"]:
+        lines.append(f"the retrained model is below the trial's own checkpoint on test: trained on train + "
+                     f"validation with --seed {seed}, it ended elsewhere than the trial; try another --seed, "
+                     f"or use the trial's checkpoint, {own.source}")
+    return lines
 
 
 def deployed_model(ckpt: Checkpoint, data: PreparedData, precision: str | None = None) -> nn.Module:

@@ -73,6 +73,16 @@ def load_model(ref: str, tracking_uri: str | None = None) -> LoadedModel:
                        run.info.experiment_id, dict(run.data.tags))
 
 
+def trial_checkpoint(run_id: str | None, tracking_uri: str | None) -> LoadedModel | None:
+    """The checkpoint a completed trial logged on its MLflow run; None without MLflow or one."""
+    if not tracking_uri or not run_id:
+        return None
+    try:
+        return load_model(f"runs:/{run_id}/model", tracking_uri)
+    except ConfigError:  # a run without its checkpoint: nothing to compare with
+        return None
+
+
 def _run_id(client, uri: str) -> str:
     if uri.startswith("runs:/"):
         run_id = uri[len("runs:/"):].strip("/").split("/")[0]
