@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from sceneclf.tracking.models import LoadedModel
 
 TRAINED_ON = ("train", "val")  # retrain-best fits both; evaluation counts their devices as heard
-AVERAGE_EPOCHS = 2.0
-OWN_CHECKPOINT_METRIC = "trial_checkpoint_test_accuracy"  # with no validation data to pick a state, the last state is a moving average's
+AVERAGE_EPOCHS = 2.0  # with no validation data to pick a state, the last state is a moving average's
+OWN_CHECKPOINT_METRIC = "trial_checkpoint_test_accuracy"
 
 
 @dataclass
