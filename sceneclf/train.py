@@ -149,7 +149,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         device: torch.device | str = "cpu", keep_last: bool = False,
         augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None,
-        resident: bool | None = None) -> FitResult:
+        resident: bool | None = None, until_train_loss: float | None = None, min_epochs: int = 1) -> FitResult:
     """Train `model` and return its best state (by validation accuracy, then loss), or with
     `keep_last` the final epoch's state (for retraining on train + validation data): the states
     of the weights' moving average (`WeightAverage`) unless `cfg.ema_epochs` is 0.
@@ -160,7 +160,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     Raises NonFiniteLossError as soon as a batch loss is NaN or infinite. With `store`, training
     starts from the state it holds (at the epoch after it) and saves its state after each epoch.
     `resident` (default: on CUDA) holds the splits on the device; a non-finite batch loss is then
-    found at the end of its epoch.
+    found at the end of its epoch. With `until_train_loss`, training also stops after the first
+    epoch from `min_epochs` on whose mean training loss is at most that.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -242,6 +243,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         if store is not None:
             store.save(epoch, lambda e=epoch, b=best, s=stale: _snapshot(e, model, opt, sched, scaler, gen, b,
                                                                          history, s, average))
+        if until_train_loss is not None and epoch >= min_epochs and metrics["train_loss"] <= until_train_loss:
+            break
     assert best is not None
     best.history = history
     return best
@@ -293,15 +296,16 @@ def train_model(features: FeatureConfig, model_cfg: ModelConfig, cfg: TrainConfi
                 train: MelSet, val: MelSet, frames: int,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 device: torch.device | str = "cpu", keep_last: bool = False,
-                augment: AugmentConfig = AugmentConfig(),
-                store: StateStore | None = None) -> tuple[SceneClassifier, FitResult]:
+                augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None,
+                until_train_loss: float | None = None, min_epochs: int = 1) -> tuple[SceneClassifier, FitResult]:
     """Check the budget, build, normalise with training statistics, fit (from the state in
-    `store`, if any); the model returned holds the best state."""
+    `store`, if any; until `until_train_loss`, if given); the model returned holds the best state."""
     torch.manual_seed(cfg.seed)  # initial weights follow the trial's seed too
     model = build(features, model_cfg, budget, frames)
     model.frontend.fit_stats(train.mels)
     result = fit(model, train, val, cfg, frames, on_epoch=on_epoch, device=device, keep_last=keep_last,
-                 augment=augment, store=store)
+                 augment=augment, store=store, until_train_loss=until_train_loss,
+                 min_epochs=min_epochs)
     model.load_state_dict(result.best_state)
     return model, result
 

@@ -177,10 +177,20 @@ def test_retrain_best_registers_a_loadable_model(stores, tiny_data, tmp_path):
     assert ckpt.train["batch_size"] == best.params["batch_size"]
     assert ckpt.features.noise == pytest.approx(best.params["noise"])
     assert list(ckpt.model_cfg.widths) == best.user_attrs["widths"]
-    assert ckpt.train["epochs"] == best.user_attrs["best_epoch"]
     client = MlflowClient(stores["tracking"])
+    # It trains the trial's best epoch count or more, until its training loss reaches the trial's then (at most 3x).
+    trial_losses = {m.step: m.value for m in client.get_metric_history(best.user_attrs["mlflow_run_id"], "train_loss")}
+    target = best.user_attrs["best_epoch_train_loss"]
+    assert target == trial_losses[best.user_attrs["best_epoch"]]
     version = max(client.search_model_versions("name='sceneclf'"), key=lambda v: int(v.version))
     run = client.get_run(version.run_id)
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
+    assert ckpt.metrics["target_train_loss"] == target and ckpt.train["until_train_loss"] == target
+    assert len(losses) == ckpt.train["epochs"] == ckpt.metrics["epochs"] == int(run.data.params["epochs"])
+    assert len(losses) >= best.user_attrs["best_epoch"]
+    assert all(loss > target for loss in losses[best.user_attrs["best_epoch"] - 1:-1])
+    assert losses[-1] <= target or len(losses) == 3 * best.user_attrs["epochs_run"]
+    assert ckpt.metrics["final_train_loss"] == losses[-1]
     assert run.data.tags["sceneclf.best_trial"] == str(best.number)
     assert run.data.tags["sceneclf.study_run_id"] == study.user_attrs["mlflow_parent_run_id"]
     assert float(run.data.params["lr"]) == pytest.approx(best.params["lr"])

@@ -81,6 +81,28 @@ def test_the_seed_alone_decides_a_training(prepared):
     assert losses(3, global_seed=123) != losses(4, global_seed=123)
 
 
+def test_training_stops_at_the_first_epoch_under_a_target_loss(prepared):
+    """retrain-best's stopping rule: the same training, cut after the first epoch from
+    `min_epochs` on whose mean training loss is at most the target, and the last state kept."""
+    train, val = prepared.splits["train"], prepared.splits["val"]
+    cfg = TrainConfig(batch_size=16, epochs=6, early_stop=6, seed=2)
+
+    def run(target, min_epochs=1):
+        return train_model(FeatureConfig(noise=0.05), ModelConfig(widths=(8, 16)), cfg, Budget(), train, val,
+                           prepared.frames, keep_last=True, until_train_loss=target, min_epochs=min_epochs)
+
+    _, full = run(None)
+    losses = [h["train_loss"] for h in full.history]
+    target = losses[2]  # met by epoch 3 at the latest
+    for min_epochs in (1, 4):
+        first = next(i for i, loss in enumerate(losses) if loss <= target and i + 1 >= min_epochs) + 1
+        model, cut = run(target, min_epochs)
+        assert cut.epochs_run == first and cut.best_epoch == first
+        assert [h["train_loss"] for h in cut.history] == losses[:first]
+        assert all(torch.equal(v, cut.best_state[k]) for k, v in model.state_dict().items())
+    assert run(target)[1].epochs_run <= 3
+
+
 def test_nan_loss_stops_at_once(prepared):
     broken = MelSet([m * float("nan") for m in prepared.splits["train"].mels], prepared.splits["train"].labels)
     from sceneclf.model.cnn import SceneClassifier

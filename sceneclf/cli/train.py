@@ -68,7 +68,8 @@ def train(data, layout, fold, skip_bad, cache_dir, lr, widths, kernel_size, drop
 @study_options
 @data_options
 @click.option("--epochs", type=click.IntRange(1), default=None,
-              help="Epochs (default: the best trial's best epoch).")
+              help="Train exactly this many epochs [default: the trial's best epoch count or more, "
+                   "until the training loss reaches the trial's then; at most 3x the trial's epochs].")
 @click.option("--trial", "trial_number", type=click.IntRange(0), default=None,
               help="Retrain this trial instead of the best one.")
 @click.option("--max-kb", type=click.FloatRange(0, min_open=True), default=None,

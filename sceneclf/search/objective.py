@@ -123,6 +123,7 @@ class Objective:
             raise optuna.TrialPruned(str(exc)) from None
         value = self._deploy_accuracy(trial, run_id, model.cpu(), result)
         trial.set_user_attr(TrialAttr.BEST_EPOCH, result.best_epoch)
+        trial.set_user_attr(TrialAttr.BEST_TRAIN_LOSS, result.history[result.best_epoch - 1]["train_loss"])
         trial.set_user_attr(TrialAttr.EPOCHS_RUN, result.epochs_run)
         trial.set_user_attr(TrialAttr.VAL_LOSS, result.best_val_loss)
         self._finish(trial, run_id, cfgs, model.cpu(), result)

@@ -40,6 +40,7 @@ class TrialAttr:
     OVER_BUDGET = "over_budget"
     REASON = "reason"
     BEST_EPOCH = "best_epoch"
+    BEST_TRAIN_LOSS = "best_epoch_train_loss"  # mean training loss of the best epoch: retrain-best's target
     EPOCHS_RUN = "epochs_run"
     VAL_LOSS = "val_loss"
     CONFIG = "config"

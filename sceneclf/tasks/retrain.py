@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 TRAINED_ON = ("train", "val")  # retrain-best fits both; evaluation counts their devices as heard
 AVERAGE_EPOCHS = 2.0  # with no validation data to pick a state, the last state is a moving average's
+LONGER = 3  # retrain-best's epoch limit in the trial's epochs: a seed's plateau can last that long
 OWN_CHECKPOINT_METRIC = "trial_checkpoint_test_accuracy"
 
 
@@ -88,31 +89,54 @@ def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0, numbe
 
 def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, device: str,
             echo: Echo) -> tuple[Checkpoint, list[dict[str, float]]]:
-    """Train the best configs on train + val for the best trial's best epoch count (or
-    `epochs`), keep the last state of the weights' moving average (over the trial's
-    `ema_epochs`, else `AVERAGE_EPOCHS`), evaluate on test."""
+    """Train the best configs on train + val for at least the trial's best epoch count and until
+    the mean training loss of an epoch reaches the trial's at that epoch (`TrialAttr.BEST_TRAIN_LOSS`),
+    within `LONGER` times the trial's epochs, or for `epochs` exactly; keep the last state of the weights' moving average (over the
+    trial's `ema_epochs`, else `AVERAGE_EPOCHS`), evaluate on test.
+
+    The target is a loss and not an epoch count because how long a configuration sits on a
+    plateau before it learns the clips' patterns depends on its seed (Goodfellow et al., Deep
+    Learning, section 7.8, use the training loss at the early-stopping point likewise)."""
     cfgs = best.configs
-    n_epochs = epochs or int(best.trial.user_attrs.get(TrialAttr.BEST_EPOCH, cfgs.train.epochs))
+    attrs = best.trial.user_attrs
+    target = None if epochs else attrs.get(TrialAttr.BEST_TRAIN_LOSS)
+    best_epoch = int(attrs.get(TrialAttr.BEST_EPOCH, cfgs.train.epochs))
+    if epochs:
+        n_epochs = epochs
+    elif target is not None:
+        n_epochs = LONGER * int(attrs.get(TrialAttr.EPOCHS_RUN, cfgs.train.epochs))
+    else:  # a study searched before the target was stored: the trial's best epoch count
+        n_epochs = best_epoch
     train_cfg = replace(cfgs.train, epochs=n_epochs, seed=seed, ema_epochs=cfgs.train.ema_epochs or AVERAGE_EPOCHS)
     model_cfg = cfgs.model
     combined = data.splits["train"] + data.splits["val"]  # TRAINED_ON
+    if target is not None:
+        echo(f"training for {best_epoch} epochs (the trial's best) or more, until train_loss <= {target:.4f} "
+             f"(the trial's then), at most {n_epochs} epochs")
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
         echo(f"epoch {epoch:3d}/{n_epochs}  train_loss {m['train_loss']:.4f}  lr {m['lr']:.2e}  {m['seconds']:.1f}s")
 
     model, result = train_model(cfgs.features, model_cfg, train_cfg, best.budget,
                                 combined, data.splits["val"], data.frames, on_epoch=on_epoch,
-                                device=device, keep_last=True, augment=cfgs.augment)
+                                device=device, keep_last=True, augment=cfgs.augment, until_train_loss=target,
+                                min_epochs=best_epoch)
+    final_loss = result.history[-1]["train_loss"]
+    if target is not None and final_loss > target:
+        echo(f"train_loss {final_loss:.4f} after {result.epochs_run} epochs is still above the trial's "
+             f"{target:.4f}: this model may be worse than the trial's own")
     model.cpu()
     test_acc, test_loss, logits = score(model, data.splits["test"], data.frames)
-    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": n_epochs,
-               "search_val_accuracy": trial_value(best.trial)}
+    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "epochs": result.epochs_run,
+               "final_train_loss": final_loss, "search_val_accuracy": trial_value(best.trial)}
+    if target is not None:
+        metrics["target_train_loss"] = target
     if (devices := data.devices("test", logits, heard=TRAINED_ON)) is not None:
         metrics.update(devices.metrics("test_"))
     precision = best.budget.precision
     ckpt = Checkpoint(model, AudioConfig(), cfgs.features, model_cfg, data.classes,
-                      train={**asdict(train_cfg), "augment": asdict(cfgs.augment), "precision": precision,
-                             "trained_on": list(TRAINED_ON)},
+                      train={**asdict(replace(train_cfg, epochs=result.epochs_run)), "augment": asdict(cfgs.augment),
+                             "precision": precision, "trained_on": list(TRAINED_ON), "until_train_loss": target},
                       metrics=metrics)
     if precision != "fp32":
         deployed_acc, _, _ = score(deployed_model(ckpt, data), data.splits["test"], data.frames)
