@@ -43,6 +43,7 @@ class Outcome:
     trial_test: float = float("nan")  # the best trial's own checkpoint (train split only) on test
     trial_unheard: float = float("nan")  # the same, on devices the train split never heard
     median_trained: float = float("nan")  # median trained trial, a pruned one at its best epoch so far
+    epochs: str = ""  # retrain-best's epochs / the best trial's best epoch
 
 
 def median_trained(study: optuna.Study) -> float:
@@ -82,7 +83,7 @@ def search(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str], spa
                    statistics.median(done), float(metrics["test_accuracy"]), wall,
                    float(metrics.get("test_accuracy_unheard_devices", float("nan"))),
                    float(scored["accuracy"]), float(scored.get("accuracy_unheard_devices", float("nan"))),
-                   median_trained(study))
+                   median_trained(study), f"{int(metrics['epochs'])} / {study.best_trial.user_attrs['best_epoch']}")
 
 
 def poor(ctx: Context, cwd: Path, data: list[str]) -> float:
@@ -121,7 +122,7 @@ def one_data_set(ctx: Context, sec: Section, name: str, data: list[str], seeds: 
                      f"{a.unheard:.3f}", f"{b.best_val:.3f}", f"{b.test:.3f}", f"{b.unheard:.3f}", f"{p:.3f}",
                      fmt_s(a.wall), fmt_s(b.wall)])
         trial_rows.append([seed, f"{a.trial_test:.3f}", f"{a.trial_unheard:.3f}", f"{b.trial_test:.3f}",
-                           f"{b.trial_unheard:.3f}"])
+                           f"{b.trial_unheard:.3f}", a.epochs, b.epochs])
     sec.add(f"**{name}**", "")
     sec.table(["seed", "reference test", "best val", "median val", "retrain-best test", "test, unheard devices",
                "no-aug best val", "no-aug test", "no-aug test, unheard devices", "poor config test", "search wall",
@@ -129,7 +130,8 @@ def one_data_set(ctx: Context, sec: Section, name: str, data: list[str], seeds: 
     sec.add("", "The best trial's own checkpoint, trained on the train split only (retrain-best also fits "
             "val, and hears its devices), on the test split:", "")
     sec.table(["seed", "best trial test", "best trial test, unheard devices", "no-aug best trial test",
-               "no-aug best trial test, unheard devices"], trial_rows)
+               "no-aug best trial test, unheard devices", "retrain-best epochs / trial's best epoch",
+               "no-aug: the same"], trial_rows)
     return full, plain
 
 
