@@ -90,13 +90,14 @@ def best_trial_configs(study: optuna.Study, n_classes: int, seed: int = 0, numbe
 def retrain(best: BestTrial, data: PreparedData, epochs: int | None, seed: int, device: str,
             echo: Echo) -> tuple[Checkpoint, list[dict[str, float]]]:
     """Train the best configs on train + val for at least the trial's best epoch count and until
-    the mean training loss of an epoch reaches the trial's at that epoch (`TrialAttr.BEST_TRAIN_LOSS`),
-    within `LONGER` times the trial's epochs, or for `epochs` exactly; keep the last state of the weights' moving average (over the
-    trial's `ema_epochs`, else `AVERAGE_EPOCHS`), evaluate on test.
+    an epoch's mean training loss reaches the trial's at that epoch (`TrialAttr.BEST_TRAIN_LOSS`),
+    within `LONGER` times the trial's epochs; or for `epochs` exactly. Keep the last state of the
+    weights' moving average (over the trial's `ema_epochs`, else `AVERAGE_EPOCHS`), evaluate on test.
 
-    The target is a loss and not an epoch count because how long a configuration sits on a
-    plateau before it learns the clips' patterns depends on its seed (Goodfellow et al., Deep
-    Learning, section 7.8, use the training loss at the early-stopping point likewise)."""
+    The target is a loss as well as an epoch count because how long a configuration sits on a
+    plateau before it learns the clips' patterns depends on its seed (after Goodfellow et al., Deep
+    Learning, algorithm 7.3, which trains on all data until the early-stopping point's training
+    loss is reached)."""
     cfgs = best.configs
     attrs = best.trial.user_attrs
     target = None if epochs else attrs.get(TrialAttr.BEST_TRAIN_LOSS)
