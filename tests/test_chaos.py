@@ -132,9 +132,11 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tiny_data, t
                 w = start(cmd)
                 ours[w.pid] = w
                 time.sleep(0.5)
-            assert search.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, (seed, _tail(tmp_path))
+            if (rc := search.wait(timeout=max(1.0, deadline - time.monotonic()))) != 0:
+                pytest.fail(f"seed {seed}: the search exited {rc}\n{_tail(tmp_path)}", pytrace=False)
             for w in ours.values():
-                assert w.wait(timeout=60) == 0, (seed, _tail(tmp_path))
+                if (rc := w.wait(timeout=60)) != 0:
+                    pytest.fail(f"seed {seed}: worker {w.pid} exited {rc}\n{_tail(tmp_path)}", pytrace=False)
         finally:
             for p in [search, *ours.values()]:
                 if p.poll() is None:
@@ -207,4 +209,11 @@ def _continued(retry: optuna.trial.FrozenTrial, by_run: dict) -> bool:
 
 
 def _tail(root: Path) -> str:
-    return (root / "processes.log").read_text()[-4000:]
+    """Each traceback's last frame and exception, then the log's end (pytest.fail does not cut it)."""
+    text = (root / "processes.log").read_text()
+    ends = []
+    for block in text.split("Traceback (most recent call last):")[1:]:
+        lines = [ln for ln in block.splitlines() if ln.strip() and set(ln.strip()) != {"^"}]
+        frames = [i for i, ln in enumerate(lines) if ln.lstrip().startswith('File "')]
+        ends.append("\n".join(lines[frames[-1] if frames else 0:][:6]))
+    return "\n--\n".join(["tracebacks:", *ends, "end of the log:", text[-2500:]])

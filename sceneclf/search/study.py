@@ -177,10 +177,21 @@ def _surplus(t: optuna.trial.FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.REASON) == SURPLUS_REASON
 
 
+class TrialTakenOver(BaseException):
+    """This process's trial was finished meanwhile by another process's heartbeat check (this one
+    was stalled past the grace period). A BaseException, so it leaves Optuna's optimize untold:
+    telling a finished trial fails, and would end the worker."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+
 def guarded(objective: Callable[[optuna.Trial], object], study: optuna.Study, target: int):
     """`objective`, except that a trial the sampler made up fails at once when the others already
     make the target (queued trials count first, then made-up ones by number): a worker may take
-    a new trial while another takes the last retry."""
+    a new trial while another takes the last retry; and a trial another process finished
+    meanwhile raises `TrialTakenOver`."""
     def run(trial: optuna.Trial):
         trials = _committed_trials(study)
         mine = study._storage.get_trial(trial._trial_id)
@@ -188,8 +199,20 @@ def guarded(objective: Callable[[optuna.Trial], object], study: optuna.Study, ta
                                      for t in trials) >= target:
             trial.set_user_attr(TrialAttr.REASON, SURPLUS_REASON)
             raise SurplusTrialError(SURPLUS_REASON)
-        return objective(trial)
+        try:
+            value = objective(trial)
+        except Exception:
+            if _taken(study, trial):
+                raise TrialTakenOver(trial.number) from None
+            raise
+        if _taken(study, trial):
+            raise TrialTakenOver(trial.number)
+        return value
     return run
+
+
+def _taken(study: optuna.Study, trial: optuna.Trial) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
 
 
 @dataclass
@@ -274,8 +297,13 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
             if left is not None and left <= 0:
                 break
             if committed(study) < target or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                study.optimize(guarded(objective, study, target), n_trials=None, timeout=left,
-                               callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
+                try:
+                    study.optimize(guarded(objective, study, target), n_trials=None, timeout=left,
+                                   callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
+                except TrialTakenOver as taken:
+                    echo(f"trial {taken.number} was failed by another process while this one ran it "
+                         "(its heartbeats came late); its retry is queued")
+                    _settle_taken(study, taken.number, objective.checkpoint_dir, tracker, parent)
             else:  # other workers' trials may yet fail: wait and see whether the target is met
                 time.sleep(WAIT_SECONDS)
                 recover_dead_trials(study, tracker)  # a dead local worker's trial goes back to the queue
@@ -290,6 +318,14 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
     best = best_feasible(study)
     ckpt = objective.best_path if best is not None and objective.best_path.exists() else None
     return SearchOutcome(study, best, ckpt, parent, stop.reason)
+
+
+def _settle_taken(study: optuna.Study, number: int, checkpoint_dir: Path, tracker: Tracker,
+                  parent: str | None) -> None:
+    """A trial taken over: its checkpoint left aside goes, its MLflow run is closed as failed."""
+    promote_pending(study, checkpoint_dir, tracker, parent, [number])
+    if run_id := study.get_trials(deepcopy=False)[number].user_attrs.get(TrialAttr.RUN_ID):
+        tracker.end_trial(run_id, "FAIL", "failed by another process's heartbeat check")
 
 
 def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], PreparedData],
