@@ -7,6 +7,7 @@ different space or different data under the same study name is refused.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -325,7 +326,10 @@ def _settle_taken(study: optuna.Study, number: int, checkpoint_dir: Path, tracke
     """A trial taken over: its checkpoint left aside goes, its MLflow run is closed as failed."""
     promote_pending(study, checkpoint_dir, tracker, parent, [number])
     if run_id := study.get_trials(deepcopy=False)[number].user_attrs.get(TrialAttr.RUN_ID):
-        tracker.end_trial(run_id, "FAIL", "failed by another process's heartbeat check")
+        try:
+            tracker.end_trial(run_id, "FAIL", "failed by another process's heartbeat check")
+        except Exception as exc:  # the process that failed it closes it too, maybe at this moment
+            logging.getLogger("sceneclf").warning("trial %d: run not closed (%s)", number, first_line(exc))
 
 
 def join_study(settings: SearchSettings, prepare_data: Callable[[DataConfig], PreparedData],

@@ -4,6 +4,7 @@ which does nothing, for `--no-mlflow`."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -203,15 +204,24 @@ class MlflowTracker:
         self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"))
 
     def close_if_running(self, run_id: str, state: str, reason: str) -> bool:
-        """Close a run a dead worker left RUNNING; False when it was already closed."""
-        try:
-            run = self.client.get_run(run_id)
-        except Exception:
-            return False
-        if run.info.status != "RUNNING":
-            return False
-        self.end_trial(run_id, state, reason)
-        return True
+        """Close a run a dead worker left RUNNING; False when it was already closed. Several
+        workers may recover the same dead trial at once: the tag one of them inserts second
+        fails on the store's unique key, and a second try (an update by then) succeeds."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            try:
+                if self.client.get_run(run_id).info.status != "RUNNING":
+                    return False
+                self.end_trial(run_id, state, reason)
+                return True
+            except MlflowException as exc:
+                if attempt == 2:
+                    logging.getLogger("sceneclf").warning("run %s not closed (%s); the next recovery tries again",
+                                                          run_id, first_line(exc))
+                    return False
+            time.sleep(0.2 * (attempt + 1))
+        return False
 
     def running_trial_runs(self) -> dict[str, int]:
         """Trial runs still RUNNING in the study's experiment: run id -> trial number."""
