@@ -1,6 +1,7 @@
 """Training, caching and the train command on the tiny synthetic data set."""
 
 import numpy as np
+import optuna
 import pytest
 import soundfile as sf
 import torch
@@ -297,3 +298,31 @@ def test_fit_validates_and_keeps_the_averaged_weights(prepared, ema_epochs):
     assert same == (ema_epochs == 0)
     model.load_state_dict(result.best_state)
     assert score(model, val, prepared.frames)[0] == result.history[-1]["val_accuracy"]
+
+
+def test_retrain_that_never_reaches_the_trial_loss_stops_at_its_limit_and_says_so(prepared):
+    """A target the retraining cannot reach (loss 0): it trains `LONGER` times the trial's
+    epochs, no more, keeps the target in the checkpoint, and warns in one line."""
+    from conftest import TINY_SPACE
+
+    from sceneclf.search.record import TrialAttr
+    from sceneclf.search.space import parse_space, sample
+    from sceneclf.tasks.retrain import LONGER, BestTrial, retrain
+
+    space = parse_space(TINY_SPACE)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    asked = study.ask()
+    configs = sample(asked, space, len(prepared.classes))
+    for key, value in {TrialAttr.BEST_TRAIN_LOSS: 0.0, TrialAttr.BEST_EPOCH: 1, TrialAttr.EPOCHS_RUN: 2}.items():
+        asked.set_user_attr(key, value)
+    study.tell(asked, 0.5)
+    said: list[str] = []
+    ckpt, history = retrain(BestTrial(study.trials[0], configs, space.budget, None), prepared, None, 0, "cpu",
+                            said.append)
+    assert len(history) == LONGER * 2 == ckpt.metrics["epochs"] == ckpt.train["epochs"]
+    assert ckpt.train["until_train_loss"] == 0.0 == ckpt.metrics["target_train_loss"]
+    assert ckpt.metrics["final_train_loss"] == history[-1]["train_loss"] > 0.0
+    assert said[0] == ("training for 1 epochs (the trial's best) or more, until train_loss <= 0.0000 "
+                       "(the trial's then), at most 6 epochs")
+    assert said[-1] == (f"train_loss {history[-1]['train_loss']:.4f} after 6 epochs is still above the trial's "
+                        "0.0000: this model may be worse than the trial's own")
