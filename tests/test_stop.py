@@ -1,9 +1,12 @@
 """The search's stop rule and retried trials' constraints, without a model: Optuna studies whose
 objective fails on purpose."""
 
-import optuna
+import logging
 
-from sceneclf.search.study import SURPLUS_REASON, Stop
+import optuna
+import pytest
+
+from sceneclf.search.study import SURPLUS_REASON, Stop, SurplusTrial, guarded
 
 
 def failing(reasons):
@@ -50,6 +53,24 @@ def test_surplus_trials_at_the_end_are_no_failure_of_the_search():
     stop = Stop(target=3)
     study.optimize(failing([SURPLUS_REASON]), n_trials=5, callbacks=[stop], catch=(Exception,))
     assert len(study.trials) == 9 and stop.reason is None
+
+
+def test_a_surplus_trial_is_failed_with_its_reason_and_leaves_optimize_without_optunas_warning(caplog):
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda trial: 1.0, n_trials=2)
+    ran = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.enable_propagation()  # Optuna's warnings reach caplog
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(SurplusTrial):
+            study.optimize(guarded(lambda trial: ran.append(trial.number) or 1.0, study, target=2), n_trials=1,
+                           catch=(Exception,))
+    finally:
+        optuna.logging.disable_propagation()
+    surplus = study.trials[2]
+    assert ran == [] and surplus.state == optuna.trial.TrialState.FAIL
+    assert surplus.user_attrs == {"reason": SURPLUS_REASON}
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == []
 
 
 def test_a_retried_trial_keeps_its_constraints_without_a_warning():

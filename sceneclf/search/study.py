@@ -167,8 +167,10 @@ class Worker(Protocol):
     def kill(self) -> None: ...
 
 
-class SurplusTrialError(RuntimeError):
-    """Two workers asked for a trial at once and one of them was not needed."""
+class SurplusTrial(BaseException):
+    """Two workers asked for a trial at once and one of them was not needed: it is told FAIL
+    here and leaves Optuna's optimize without the warning and traceback Optuna logs for a
+    failed trial (a BaseException passes its objective wrapper untold)."""
 
 
 SURPLUS_REASON = "not needed: the study's other trials reach its target"
@@ -199,7 +201,8 @@ def guarded(objective: Callable[[optuna.Trial], object], study: optuna.Study, ta
         if not _queued(mine) and sum(t.number != trial.number and (_queued(t) or t.number < trial.number)
                                      for t in trials) >= target:
             trial.set_user_attr(TrialAttr.REASON, SURPLUS_REASON)
-            raise SurplusTrialError(SURPLUS_REASON)
+            study.tell(trial, state=TrialState.FAIL)
+            raise SurplusTrial(SURPLUS_REASON)
         try:
             value = objective(trial)
         except Exception:
@@ -301,6 +304,8 @@ def work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, data
                 try:
                     study.optimize(guarded(objective, study, target), n_trials=None, timeout=left,
                                    callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
+                except SurplusTrial:
+                    continue  # the others' trials make the target: the loop waits for them
                 except TrialTakenOver as taken:
                     echo(f"trial {taken.number} was failed by another process while this one ran it "
                          "(its heartbeats came late); its retry is queued")
