@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from servers import free_port, mlflow_server
 
 from sceneclf.cli import cli
-from sceneclf.search.study import SURPLUS_REASON
+from sceneclf.search.turns import SURPLUS_REASON
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")

@@ -6,7 +6,7 @@ import logging
 import optuna
 import pytest
 
-from sceneclf.search.study import SURPLUS_REASON, Stop, SurplusTrial, guarded
+from sceneclf.search.turns import SURPLUS_REASON, Stop, SurplusTrial, guarded
 
 
 def failing(reasons):

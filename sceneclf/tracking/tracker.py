@@ -211,8 +211,12 @@ class MlflowTracker:
 
         for attempt in range(3):
             try:
-                if self.client.get_run(run_id).info.status != "RUNNING":
-                    return False
+                run = self.client.get_run(run_id)
+            except Exception:
+                return False  # deleted, or the store unreachable: nothing to close now
+            if run.info.status != "RUNNING":
+                return False
+            try:
                 self.end_trial(run_id, state, reason)
                 return True
             except MlflowException as exc:
