@@ -394,8 +394,8 @@ def test_a_live_worker_whose_trial_was_failed_by_a_heartbeat_check_goes_on(tmp_p
     search finds its trial finished, leaves it failed, takes the retry and finishes the study."""
     (tmp_path / "mlruns").mkdir()
     shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
-    (tmp_path / "space.toml").write_text(SPACE.replace("epochs = 2", "epochs = 20").replace("early_stop = 5",
-                                                                                           "early_stop = 20"))
+    (tmp_path / "space.toml").write_text(SPACE.replace("epochs = 2", "epochs = 8").replace("early_stop = 5",
+                                                                                           "early_stop = 8"))
     storage, tracking = f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     env = {**os.environ, "SCENECLF_HEARTBEAT": "1", "OMP_NUM_THREADS": "1"}  # grace period 3 s
     env.pop("MLFLOW_TRACKING_URI", None)
