@@ -87,6 +87,26 @@ if _spec:
             _pause()  # the optimizer has taken the epoch's first step
             yield from it
         _train.batches = _batches
+    elif _phase == "stall":  # the heartbeats stop and training waits, until the test says go
+        import optuna.storages._rdb.storage as _rdb
+        import sceneclf.train as _train
+        _real_beat, _real_batches, _silent = _rdb.RDBStorage.record_heartbeat, _train.batches, [False]
+
+        def _beat(self, trial_id):
+            if not _silent[0]:
+                _real_beat(self, trial_id)
+        _rdb.RDBStorage.record_heartbeat = _beat
+
+        def _batches(data, batch_size, frames, train, generator=None):
+            if train and _due():
+                _silent[0] = True
+                with open(os.environ["CRASH_MARK"], "w") as m:
+                    m.write(_phase)
+                while not os.path.exists(os.environ["CRASH_MARK"] + ".go"):
+                    time.sleep(0.05)
+                _silent[0] = False
+            yield from _real_batches(data, batch_size, frames, train, generator)
+        _train.batches = _batches
     elif _phase == "checkpoint":
         import io
         import torch
@@ -387,58 +407,42 @@ def test_trial_of_a_dead_machine_is_failed_by_its_heartbeat_and_retried(tmp_path
     assert tracker.client.get_run(run_id).info.status == "FAILED"
 
 
-def test_a_live_worker_whose_trial_was_failed_by_a_heartbeat_check_goes_on(tmp_path, tiny_data, monkeypatch,
-                                                                           mlflow_template):
-    """A search process stopped (SIGSTOP) longer than the grace period has its running trial
-    failed by another process's heartbeat check, which queues the retry; continued (SIGCONT), the
+def test_a_live_worker_whose_trial_was_failed_by_a_heartbeat_check_goes_on(crash_env, monkeypatch):
+    """A search whose heartbeats stop (stalled) for longer than the grace period has its running
+    trial failed by another process's heartbeat check, which queues the retry; going on, the
     search finds its trial finished, leaves it failed, takes the retry and finishes the study."""
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
-    (tmp_path / "space.toml").write_text(SPACE.replace("epochs = 2", "epochs = 8").replace("early_stop = 5",
-                                                                                           "early_stop = 8"))
-    storage, tracking = f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    env = {**os.environ, "SCENECLF_HEARTBEAT": "1", "OMP_NUM_THREADS": "1"}  # grace period 3 s
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "sceneclf", "search", "--data", str(tiny_data), "--study", "late",
-           "--storage", storage, "--tracking-uri", tracking, "--space", "space.toml", "--trials", "2",
-           "--jobs", "1", "--pruner", "none", "--no-progress", "--device", "cpu"]
-    with open(tmp_path / "search.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    import sceneclf.search.storage as search_mod
+
+    ctx, marker = crash_env, crash_env["dir"] / "marker"
+    env = {**ctx["env"], "CRASH_AT": "stall:2", "SCENECLF_HEARTBEAT": "1"}  # epoch 2 of trial 0; grace 3 s
+    with open(ctx["dir"] / "out.log", "wb") as out:
+        proc = subprocess.Popen(ctx["cmd"], cwd=ctx["dir"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            try:
-                study = optuna.load_study(study_name="late", storage=storage)
-            except KeyError:
-                continue
-            if study.trials and study.trials[0].intermediate_values:
-                break
-        assert proc.poll() is None, (tmp_path / "search.log").read_text()
-        proc.send_signal(signal.SIGSTOP)
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), (ctx["dir"] / "out.log").read_text()[-3000:]
         time.sleep(4)  # no heartbeat for longer than the grace period
-        import sceneclf.search.storage as search_mod
-
         monkeypatch.setattr(search_mod, "HEARTBEAT_SECONDS", 1)  # the checker's grace period is the search's
-        checker = optuna.load_study(study_name="late", storage=search_mod.open_storage(storage))
+        storage = ctx["cmd"][ctx["cmd"].index("--storage") + 1]
+        checker = optuna.load_study(study_name="crash", storage=search_mod.open_storage(storage))
         optuna.storages.fail_stale_trials(checker)  # as another worker does before each trial
-        assert checker.trials[0].state == TrialState.FAIL
-        proc.send_signal(signal.SIGCONT)
+        assert checker.trials[0].state == TrialState.FAIL and checker.trials[0].intermediate_values
+        (ctx["dir"] / "marker.go").touch()
         rc = proc.wait(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    said = (tmp_path / "search.log").read_text()
-    assert rc == 0, said
-    assert "Traceback" not in said, said
-    assert "trial 0 was failed by another process while this one ran it" in said, said
-    study = optuna.load_study(study_name="late", storage=storage)
+    said = (ctx["dir"] / "out.log").read_text()
+    assert rc == 0, said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
+    assert "trial 0 was failed by another process while this one ran it" in said, said[-3000:]
+    study = load(ctx)
     [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
     assert study.trials[0].state == TrialState.FAIL and retry.state == TrialState.COMPLETE
     assert retry.params == study.trials[0].params
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 2
-    client = MlflowClient(tracking)
+    client = MlflowClient(f"sqlite:///{ctx['dir']}/mlruns/mlflow.db")
     assert client.get_run(study.trials[0].user_attrs["mlflow_run_id"]).info.status == "FAILED"
-    left = sorted(p.name for p in (tmp_path / "studies" / "checkpoints" / "late").glob("trial-*"))
-    assert left == []
+    assert sorted(p.name for p in (ctx["dir"] / "studies" / "checkpoints" / "crash").glob("trial-*")) == []
