@@ -210,6 +210,8 @@ class MlflowTracker:
         from mlflow.exceptions import MlflowException
 
         for attempt in range(3):
+            if attempt:
+                time.sleep(0.2 * attempt)  # the other closer's insert is committed by then
             try:
                 run = self.client.get_run(run_id)
             except Exception:
@@ -220,11 +222,9 @@ class MlflowTracker:
                 self.end_trial(run_id, state, reason)
                 return True
             except MlflowException as exc:
-                if attempt == 2:
-                    logging.getLogger("sceneclf").warning("run %s not closed (%s); the next recovery tries again",
-                                                          run_id, first_line(exc))
-                    return False
-            time.sleep(0.2 * (attempt + 1))
+                error = exc
+        logging.getLogger("sceneclf").warning("run %s not closed (%s); the next recovery tries again",
+                                              run_id, first_line(error))
         return False
 
     def running_trial_runs(self) -> dict[str, int]:
