@@ -14,6 +14,7 @@ run there, and an epoch waits for the GPU once, at its end, instead of after eve
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -145,6 +146,23 @@ def score(model: SceneClassifier, data: MelSet | ResidentMels, frames: int, batc
     return acc, loss, out
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The precision the CNN trains in: float16 on CUDA, bfloat16 on a CPU that computes it natively
+    (AVX512-BF16 or AMX tiles), else None (float32). SCENECLF_CPU_BF16=0 keeps a CPU in float32."""
+    if device.type == "cuda":
+        return torch.float16
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if device.type == "cpu" and native and os.environ.get("SCENECLF_CPU_BF16", "1") != "0":
+        return torch.bfloat16
+    return None
+
+
+def train_precision(device: torch.device | str) -> str:
+    """How `fit` trains on `device`, as logged with every trial: fp32, bf16-mixed or fp16-mixed."""
+    amp = autocast_dtype(torch.device(device))
+    return "fp32" if amp is None else ("bf16" if amp == torch.bfloat16 else "fp16") + "-mixed"
+
+
 def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, frames: int,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         device: torch.device | str = "cpu", keep_last: bool = False,
@@ -166,7 +184,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = torch.device(device)
-    cuda = device.type == "cuda"  # mixed precision and pinned host memory on CUDA only
+    cuda = device.type == "cuda"  # pinned host memory and a resident data set on CUDA only
+    amp = autocast_dtype(device)
     resident = cuda if resident is None else resident
     if resident:
         train, val = ResidentMels.of(train, frames, device), ResidentMels.of(val, frames, device)
@@ -201,13 +220,13 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
                 inputs = augmenter(model.frontend.from_mel(augmenter.mel(x)))
-                if mixup is None:
-                    logits = model.cnn(inputs)
-                    loss = nn.functional.cross_entropy(logits.float(), y)
-                else:
+                target = y
+                if mixup is not None:
                     inputs, target = mixup(inputs, y)
+                # the CNN alone in bfloat16 on a CPU: the front end's DCT and statistics stay float32
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     logits = model.cnn(inputs)
-                    loss = soft_cross_entropy(logits.float(), target)
+                loss = (nn.functional.cross_entropy if mixup is None else soft_cross_entropy)(logits.float(), target)
             if not resident and not torch.isfinite(loss):  # resident: checked at the epoch's end
                 raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)

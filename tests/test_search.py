@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from conftest import native_bf16
 
 import sceneclf.search as search_names
 import sceneclf.search.objective as search_mod
@@ -62,6 +63,7 @@ def test_search_trials_and_runs_agree(stores, tiny_data, tmp_path):
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
         assert run.data.metrics["n_params"] == t.user_attrs["n_params"]
         assert {f"augment.{k}" for k in AUGMENT_FIELDS} <= set(run.data.params)  # each a flat param
+        assert run.data.params["train_precision"] == ("bf16-mixed" if native_bf16() else "fp32")
         if t.state == TrialState.COMPLETE:
             assert run.data.tags["state"] == "COMPLETE"
             history = client.get_metric_history(run.info.run_id, "val_accuracy")

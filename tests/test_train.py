@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from conftest import native_bf16
 
 from sceneclf.cli import cli
 from sceneclf.data.audio import AudioConfig
@@ -23,7 +24,7 @@ from sceneclf.model.budget import Budget, count_params
 from sceneclf.model.checkpoint import load_checkpoint
 from sceneclf.model.cnn import ModelConfig, SceneClassifier
 from sceneclf.model.frontend import FeatureConfig
-from sceneclf.train import NonFiniteLossError, TrainConfig, fit, score, train_model
+from sceneclf.train import NonFiniteLossError, TrainConfig, fit, score, train_model, train_precision
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,23 @@ def test_short_training_beats_chance_clearly(prepared):
     acc, _, _ = score(model, prepared.splits["train"], prepared.frames)
     assert acc > 0.5
     assert result.epochs_run == 12 and len(result.history) == 12
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_cpu_with_bfloat16_trains_its_cnn_in_it_and_scores_in_float32(prepared, monkeypatch, switch):
+    monkeypatch.setenv("SCENECLF_CPU_BF16", switch)
+    mixed = native_bf16() and switch == "1"
+    assert train_precision("cpu") == ("bf16-mixed" if mixed else "fp32")
+    model = SceneClassifier(FeatureConfig(), ModelConfig(widths=(8, 16)))
+    seen = {True: set(), False: set()}  # training or not -> dtypes out of the first block
+    model.cnn.blocks[0].register_forward_hook(lambda m, i, out: seen[m.training].add(out.dtype))
+    cfg = TrainConfig(batch_size=16, epochs=1, early_stop=1, seed=0)
+    result = fit(model, prepared.splits["train"], prepared.splits["val"], cfg, prepared.frames)
+    assert seen[True] == {torch.bfloat16 if mixed else torch.float32}
+    assert seen[False] <= {torch.float32} and all(p.dtype == torch.float32 for p in model.parameters())
+    assert np.isfinite(result.history[0]["train_loss"])
+    acc, _, logits = score(model, prepared.splits["val"], prepared.frames)
+    assert logits.dtype == torch.float32
 
 
 def test_the_seed_alone_decides_a_training(prepared):

@@ -24,7 +24,7 @@ from sceneclf.search.recovery import pending_path, promote_pending, worker_id
 from sceneclf.search.resume import discard_state, open_state
 from sceneclf.search.space import SearchSpace, TrialConfigs, sample
 from sceneclf.tracking.tracker import Tracker
-from sceneclf.train import NonFiniteLossError, score, train_model
+from sceneclf.train import NonFiniteLossError, score, train_model, train_precision
 
 
 def set_constraints(trial: optuna.Trial, violations: dict[str, float]) -> None:
@@ -150,7 +150,8 @@ class Objective:
 
     def _start_run(self, trial: optuna.Trial, cfgs: TrialConfigs, sizes: dict[str, float]) -> str | None:
         run_id = self.tracker.start_trial(self.parent_run_id, self.study_name, trial.number,
-                                          {**cfgs.flat(), "precision": self.budget.precision}, sizes)
+                                          {**cfgs.flat(), "precision": self.budget.precision,
+                                           "train_precision": train_precision(self.device)}, sizes)
         if run_id is not None:
             trial.set_user_attr(TrialAttr.RUN_ID, run_id)
         return run_id
