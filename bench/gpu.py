@@ -111,6 +111,7 @@ def main() -> int:
     from sceneclf.data.audio import AudioConfig
     from sceneclf.data.prepare import DataConfig, default_cache_dir, prepare
     from sceneclf.model.frontend import FeatureConfig
+    from sceneclf.train import train_precision
 
     started = dt.datetime.now().astimezone()
     data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), args.cache_dir or default_cache_dir())
@@ -130,10 +131,12 @@ def main() -> int:
              (f"- Run: {started:%Y-%m-%d %H:%M %Z} · `python bench/gpu.py --trials {args.trials} --epochs "
               f"{args.epochs}` · git {git_state()}"),
              f"- Machine: {machine()}; GPU: {gpu}", "",
-             "| device | wall | trials/hour | epochs/s | peak GPU memory of a trial | GPU utilisation | best val |",
+             "| device (training precision) | wall | trials/hour | epochs/s | peak GPU memory of a trial "
+             "| GPU utilisation | best val |",
              "|---|---|---|---|---|---|---|"]
     for device, r in results.items():
-        lines.append(f"| {device} | {r['wall']:.0f} s | {r['trials_per_hour']:.0f} | {r['epochs_per_second']:.2f} | "
+        lines.append(f"| {device} ({train_precision(device)}) | {r['wall']:.0f} s | {r['trials_per_hour']:.0f} | "
+                     f"{r['epochs_per_second']:.2f} | "
                      f"{cell(r['gpu_mib'], '.0f', ' MiB')} | {cell(r['utilisation'], '.0f', ' %')} | {cell(r['best'], '.3f')} |")
     if "cuda" in results:
         ratio = results["cuda"]["trials_per_hour"] / results["cpu"]["trials_per_hour"]
