@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Context, Goal, Section, git_state, load, machine, machine_lines, yes
 
 BENCHMARKS = ["datapath", "compute", "pruning", "sampler", "workers", "e2e", "inference", "quality", "deploy", "prep", "resume", "front", "profile"]
+# bench/profile.py would shadow the stdlib's profile module whenever a script here runs by path
+MODULES = {"profile": "profiling"}
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 LOG = Path(__file__).resolve().parent / "logs" / "RESULTS-history.md"
 HEADER = """# sceneclf benchmark results
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         before = load()
         t0 = dt.datetime.now()
         try:
-            sec = importlib.import_module(f"bench.{name}").run(ctx)
+            sec = importlib.import_module(f"bench.{MODULES.get(name, name)}").run(ctx)
         except Exception:  # noqa: BLE001  one benchmark failing must not lose the others
             failed.append(name)
             sec = Section(f"{name}: FAILED")

@@ -1,6 +1,7 @@
 """The package layout: no import cycle, modules small enough to read, every command documented."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,9 @@ def test_every_command_is_in_the_readme_and_has_an_example():
         assert f"sceneclf {name}" in readme, name
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, name
+
+
+def test_no_bench_module_shadows_the_standard_library():
+    """`python bench/gpu.py` puts bench/ first on sys.path: a bench/profile.py broke torch's import of cProfile."""
+    names = {p.stem for p in (PACKAGE.parent / "bench").glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)
