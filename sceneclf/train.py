@@ -151,7 +151,9 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     (AVX512-BF16 or AMX tiles), else None (float32). SCENECLF_CPU_BF16=0 keeps a CPU in float32."""
     if device.type == "cuda":
         return torch.float16
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # private probes (torch 2.3+): a torch without them trains in float32
+    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in
+                 ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     if device.type == "cpu" and native and os.environ.get("SCENECLF_CPU_BF16", "1") != "0":
         return torch.bfloat16
     return None
