@@ -25,13 +25,13 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("SCENECLF_PREP_WORKERS", raising=False)  # the CLI sets it; undone after each test
 
 
-# -- A finished study with a retrained, registered model (evaluate, report, ui, studies tests) --
 def native_bf16() -> bool:
     """Whether /proc/cpuinfo lists bfloat16 arithmetic (AVX512-BF16 or AMX tiles)."""
     flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     return bool({"avx512_bf16", "amx_tile"} & set(flags.split()))
 
 
+# -- A finished study with a retrained, registered model (evaluate, report, ui, studies tests) --
 TINY_SPACE = """
 [budget]
 max_params = 3000
