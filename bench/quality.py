@@ -9,6 +9,9 @@ accuracy, the median completed trial's, and the retrained model's test accuracy,
 the test devices that neither train nor val holds ("unheard devices": s4-s6 on the default data).
 Run on the default data and, for the first seed only, on a second data set made by
 `bench/second_data.py` (not with `BENCH_SECOND_DATA=0`; alone with `BENCH_DEFAULT_DATA=0`).
+For the first seed on the default data, also `sceneclf search --sampler random --pruner none` of
+`BENCH_UNPRUNED_TRIALS` trials (default 20; 0 skips it): the median of configurations drawn from
+the space and trained to the end, which no pruner chose.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ AUGMENT = tuple(AUGMENT_PARAMS)
 SPACES = Path(__file__).resolve().parent.parent / "search"
 SPACE = SPACES / "default.toml"
 POOR = ("--widths", "4,8", "--lr", "1e-4", "--epochs", "20")
+UNPRUNED_TRIALS = int(os.environ.get("BENCH_UNPRUNED_TRIALS", "20"))
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Outcome:
     trial_unheard: float = float("nan")  # the same, on devices the train split never heard
     median_trained: float = float("nan")  # median trained trial, a pruned one at its best epoch so far
     epochs: str = ""  # retrain-best's epochs / the best trial's best epoch
+    unpruned_median: float = float("nan")  # median of random configurations trained to the end (first seed)
 
 
 def median_trained(study: optuna.Study) -> float:
@@ -84,6 +89,17 @@ def search(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str], spa
                    float(metrics.get("test_accuracy_unheard_devices", float("nan"))),
                    float(scored["accuracy"]), float(scored.get("accuracy_unheard_devices", float("nan"))),
                    median_trained(study), f"{int(metrics['epochs'])} / {study.best_trial.user_attrs['best_epoch']}")
+
+
+def unpruned(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str]) -> tuple[float, int, float]:
+    """(median validation accuracy, trials trained, wall) of `trials` configurations drawn at random
+    from the default space and each trained to the end: the space as a whole, not what a pruner kept."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    wall = sceneclf(ctx, cwd, "search", "--trials", str(trials), "--seed", str(seed), "--sampler", "random",
+                    "--pruner", "none", "--space", str(SPACE), "--no-mlflow", "--no-progress", *data)
+    study = optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+    trained = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return statistics.median(trained), len(trained), wall
 
 
 def poor(ctx: Context, cwd: Path, data: list[str]) -> float:
@@ -132,6 +148,13 @@ def one_data_set(ctx: Context, sec: Section, name: str, data: list[str], seeds: 
     sec.table(["seed", "best trial test", "best trial test, unheard devices", "no-aug best trial test",
                "no-aug best trial test, unheard devices", "retrain-best epochs / trial's best epoch",
                "no-aug: the same"], trial_rows)
+    if UNPRUNED_TRIALS and not data:
+        trials_random = 4 if ctx.quick else UNPRUNED_TRIALS
+        median_val, n, wall = unpruned(ctx, ctx.tmp / f"quality-{name}-unpruned", seeds[0], trials_random, data)
+        full[0].unpruned_median = median_val
+        sec.add("", f"`sceneclf search --trials {trials_random} --seed {seeds[0]} --sampler random --pruner none`: "
+                f"{n} configuration(s) within the budget trained to the end, median validation accuracy "
+                f"{median_val:.3f} against the default search's best {full[0].best_val:.3f} ({fmt_s(wall)}).")
     return full, plain
 
 
@@ -179,6 +202,11 @@ def run(ctx: Context) -> Section:
     trained = [o.best_val - o.median_trained for o in default]
     sec.goal("8 quality: median trained trial under the best, pruned ones at their best epoch (default data, mean)",
              f"{mean(trained) * 100:.1f} points ({', '.join(f'{u * 100:.1f}' for u in trained)})", "report", None)
+    first = default[0]
+    if first.unpruned_median == first.unpruned_median:
+        sec.goal("8 quality: median random configuration trained to the end under the best (validation, "
+                 "default data, first seed)", f"{(first.best_val - first.unpruned_median) * 100:.1f} points",
+                 ">= 15 points (no pruner)", first.best_val - first.unpruned_median >= 0.15 if judged else None)
     sec.goal("8 quality: search wall time (default data, longest)", fmt_s(max(o.wall for o in default)),
              "< 10 min", max(o.wall for o in default) < 600 if judged else None)
     return _second_goals(sec, other, other_plain)

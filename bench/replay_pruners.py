@@ -4,8 +4,9 @@
 
 Each recorded search is replayed in trial order into a fresh in-memory Optuna study per candidate:
 every epoch's validation accuracy is reported and `should_prune()` asked, as the objective does.
-Printed per search: epochs trained (and the fraction of the unpruned search's) and the best
-accuracy kept (and its difference). The sampler does not see the pruning here, so a real search
+Printed per search: epochs trained (and the fraction of the unpruned search's), the trial-seconds
+they took (each epoch at its trial's mean epoch time) and the best accuracy kept (and its
+difference). The sampler does not see the pruning here, so a real search
 differs (TPE reacts to pruned trials); use it to shortlist settings for `bench/run.py --only
 pruning`, not to replace it.
 """
@@ -26,6 +27,8 @@ CANDIDATES = {
     "none": lambda: P.NopPruner(),
     "shipped (make_pruner default)": lambda: make_pruner(DEFAULT_PRUNER, 24),
     "median (--pruner median)": lambda: make_pruner("median", 24),
+    "shipped, from epoch 3": lambda: P.PercentilePruner(100 / 3, **{**PATIENCE, "n_warmup_steps": 3}),
+    "shipped, from epoch 2": lambda: P.PercentilePruner(100 / 3, **{**PATIENCE, "n_warmup_steps": 2}),
     "percentile 25": lambda: P.PercentilePruner(25, **PATIENCE),
     "percentile 40": lambda: P.PercentilePruner(40, **PATIENCE),
     "successive halving 4/3": lambda: P.SuccessiveHalvingPruner(min_resource=4, reduction_factor=3),
@@ -34,36 +37,44 @@ CANDIDATES = {
 }
 
 
-def curves(storage_file: str, study: str) -> list[list[float] | None]:
-    """Per trial: its per-epoch values, or None for an over-budget trial (pruned untrained)."""
+Curve = tuple[list[float], float]  # per-epoch values, seconds per epoch
+
+
+def curves(storage_file: str, study: str) -> list[Curve | None]:
+    """Per trial: its per-epoch values and mean epoch time, or None for an over-budget trial (pruned
+    untrained)."""
     loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{storage_file}")
-    out: list[list[float] | None] = []
+    out: list[Curve | None] = []
     for t in loaded.trials:
         if t.state == TrialState.COMPLETE:
-            out.append([t.intermediate_values[k] for k in sorted(t.intermediate_values)])
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds() / len(t.intermediate_values)
+            out.append(([t.intermediate_values[k] for k in sorted(t.intermediate_values)], seconds))
         elif t.state == TrialState.PRUNED and not t.intermediate_values:
             out.append(None)
     return out
 
 
-def replay(recorded: list[list[float] | None], pruner: optuna.pruners.BasePruner) -> tuple[int, float]:
+def replay(recorded: list[Curve | None], pruner: optuna.pruners.BasePruner) -> tuple[int, float, float]:
+    """(epochs, trial-seconds, best value) of the recorded trials replayed through `pruner`."""
     study = optuna.create_study(direction="maximize", pruner=pruner)
-    epochs, best = 0, 0.0
-    for curve in recorded:
+    epochs, seconds, best = 0, 0.0, 0.0
+    for recorded_trial in recorded:
         trial = study.ask()
-        if curve is None:
+        if recorded_trial is None:
             study.tell(trial, state=TrialState.PRUNED)
             continue
+        curve, per_epoch = recorded_trial
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
             epochs += 1
+            seconds += per_epoch
             if trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
                 break
         else:
             study.tell(trial, max(curve))
             best = max(best, max(curve))
-    return epochs, best
+    return epochs, seconds, best
 
 
 def main(args: list[str]) -> None:
@@ -73,9 +84,9 @@ def main(args: list[str]) -> None:
     ref = [replay(c, P.NopPruner()) for c in data]
     for name, make in CANDIDATES.items():
         cells = []
-        for recorded, (e0, b0) in zip(data, ref):
-            e, b = replay(recorded, make())
-            cells.append(f"{e:4d} ({e / e0:.2f}) {b:.3f} ({(b - b0) * 100:+.1f})")
+        for recorded, (e0, s0, b0) in zip(data, ref):
+            e, s, b = replay(recorded, make())
+            cells.append(f"{e:4d} ({e / e0:.2f}) {s:5.0f} s ({s / s0:.2f}) {b:.3f} ({(b - b0) * 100:+.1f})")
         print(f"{name:26s}", " | ".join(cells))
 
 
