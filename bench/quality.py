@@ -17,6 +17,7 @@ the space and trained to the end, which no pruner chose.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import tomllib
@@ -203,7 +204,7 @@ def run(ctx: Context) -> Section:
     sec.goal("8 quality: median trained trial under the best, pruned ones at their best epoch (default data, mean)",
              f"{mean(trained) * 100:.1f} points ({', '.join(f'{u * 100:.1f}' for u in trained)})", "report", None)
     first = default[0]
-    if first.unpruned_median == first.unpruned_median:
+    if not math.isnan(first.unpruned_median):
         sec.goal("8 quality: median random configuration trained to the end under the best (validation, "
                  "default data, first seed)", f"{(first.best_val - first.unpruned_median) * 100:.1f} points",
                  ">= 15 points (no pruner)", first.best_val - first.unpruned_median >= 0.15 if judged else None)
