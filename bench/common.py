@@ -336,6 +336,14 @@ def start_search(ctx: Context, label: str, study: str, trials: int, *extra: str,
     return label, Watched(cmd, folder / "log.txt", cwd=folder, env=env), storage, study
 
 
+def folder_study(cwd: Path):
+    """The study a `sceneclf search` run in `cwd` with its defaults wrote (studies/sceneclf.db)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+
+
 def finish_search(handle: tuple[str, Watched, Path, str]) -> SearchRun:
     import optuna
 

@@ -18,9 +18,7 @@ import os
 import tomllib
 from pathlib import Path
 
-import optuna
-
-from bench.common import PYTHON, Context, SearchRun, Section, Watched, fmt_s
+from bench.common import PYTHON, Context, SearchRun, Section, Watched, fmt_s, folder_study
 
 SPACE = Path(__file__).resolve().parent.parent / "search" / "default.toml"
 
@@ -35,8 +33,7 @@ def one(ctx: Context, name: str, trials: int, *extra: str) -> SearchRun:
     m = Watched(cmd, cwd / "log.txt", cwd=cwd, env=env).wait()
     if m.returncode != 0:
         raise RuntimeError(f"search exited with {m.returncode}:\n{m.log.read_text()[-2000:]}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+    study = folder_study(cwd)
     return SearchRun(name, m, study.get_trials(deepcopy=False))
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import optuna
-
-from bench.common import Context, Section, fmt_s
+from bench.common import Context, Section, fmt_s, folder_study
 from bench.quality import sceneclf
 from sceneclf.search.front import front_rows
 from sceneclf.search.record import TrialAttr
@@ -39,8 +37,7 @@ def run(ctx: Context) -> Section:
     sec = Section("12. Front: accuracy against parameter memory at int8 (DCASE low-complexity budget)")
     wall = sceneclf(ctx, cwd, "search", "--objectives", "accuracy,kb", "--space", "dcase-low-complexity",
                     "--trials", str(trials), "--seed", "0", "--no-progress")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+    study = folder_study(cwd)
     states = [t.state.name for t in study.trials]
     sec.add(f"`sceneclf search --objectives accuracy,kb --space dcase-low-complexity --trials {trials} --seed 0` "
             f"on the default data: {fmt_s(wall)}; {states.count('COMPLETE')} trials complete, "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from bench.common import PYTHON, Context, Section, Watched, fmt_s
+from bench.common import PYTHON, Context, Section, Watched, fmt_s, folder_study
 from sceneclf.search.space import AUGMENT_PARAMS
 
 SEEDS = (0, 1, 2)
@@ -81,8 +81,7 @@ def search(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str], spa
     sceneclf(ctx, cwd, "evaluate", "studies/checkpoints/sceneclf/best.pt", "--json", *data)
     scored = json.loads(next(line for line in reversed((cwd / "evaluate.log").read_text().splitlines())
                              if line.startswith("{")))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+    study = folder_study(cwd)
     done = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     metrics = torch.load(cwd / "model.pt", weights_only=True)["metrics"]
     return Outcome(study.user_attrs["reference"]["reference_test_accuracy"], study.best_value,
@@ -98,7 +97,7 @@ def unpruned(ctx: Context, cwd: Path, seed: int, trials: int, data: list[str]) -
     cwd.mkdir(parents=True, exist_ok=True)
     wall = sceneclf(ctx, cwd, "search", "--trials", str(trials), "--seed", str(seed), "--sampler", "random",
                     "--pruner", "none", "--space", str(SPACE), "--no-mlflow", "--no-progress", *data)
-    study = optuna.load_study(study_name="sceneclf", storage=f"sqlite:///{cwd / 'studies' / 'sceneclf.db'}")
+    study = folder_study(cwd)
     trained = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     return statistics.median(trained), len(trained), wall
 
