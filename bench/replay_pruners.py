@@ -20,15 +20,15 @@ import optuna
 from optuna.trial import TrialState
 
 from sceneclf.search import DEFAULT_PRUNER
-from sceneclf.search.storage import PATIENCE, make_pruner
+from sceneclf.search.storage import PATIENCE, TOP_THIRD, make_pruner
 
 P = optuna.pruners
 CANDIDATES = {
     "none": lambda: P.NopPruner(),
     "shipped (make_pruner default)": lambda: make_pruner(DEFAULT_PRUNER, 24),
     "median (--pruner median)": lambda: make_pruner("median", 24),
-    "shipped, from epoch 3": lambda: P.PercentilePruner(100 / 3, **{**PATIENCE, "n_warmup_steps": 3}),
-    "shipped, from epoch 2": lambda: P.PercentilePruner(100 / 3, **{**PATIENCE, "n_warmup_steps": 2}),
+    "shipped, from epoch 3": lambda: P.PercentilePruner(TOP_THIRD, **{**PATIENCE, "n_warmup_steps": 3}),
+    "shipped, from epoch 2": lambda: P.PercentilePruner(TOP_THIRD, **{**PATIENCE, "n_warmup_steps": 2}),
     "percentile 25": lambda: P.PercentilePruner(25, **PATIENCE),
     "percentile 40": lambda: P.PercentilePruner(40, **PATIENCE),
     "successive halving 4/3": lambda: P.SuccessiveHalvingPruner(min_resource=4, reduction_factor=3),

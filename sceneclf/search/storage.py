@@ -85,6 +85,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 # Epochs count from 1: none is pruned before its fourth, so slow starters (strong Freq-MixStyle) get a chance.
 # Two completed trials suffice: until then every random start-up trial runs to the limit, the largest too.
 PATIENCE = dict(n_startup_trials=2, n_warmup_steps=4, n_min_trials=2)
+TOP_THIRD = 100 / 3  # percentile the default pruner keeps: a search spends its time on completed trials
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -92,8 +93,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     reached at the same epoch."""
     if name == "median":  # the best so far below the median of 2 or more completed trials at this epoch
         return optuna.pruners.MedianPruner(**PATIENCE)
-    if name == "percentile":  # the same, against the top third: a search spends its time on completed trials
-        return optuna.pruners.PercentilePruner(100 / 3, **PATIENCE)
+    if name == "percentile":  # the same, against the top third
+        return optuna.pruners.PercentilePruner(TOP_THIRD, **PATIENCE)
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":  # TPE then learns only from the trials of the same bracket (optuna _filter_study)
