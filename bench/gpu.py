@@ -1,20 +1,26 @@
 """The GPU path, measured: the same short search on the CPU and on CUDA, side by side.
 
-    python bench/gpu.py [--trials 8] [--epochs 5] [--cache-dir DIR]
+    python bench/gpu.py [--trials 8] [--epochs 5] [--cache-dir DIR] [--compile-on cpu]
 
 For each device: `--trials` trials of the default space, `--epochs` each, on the default data, in
 this process (no MLflow); prints trials per hour, epochs per second, peak GPU memory of a trial
 and the GPU's mean utilisation (sampled with nvidia-smi); then one training of a default-size
 model, epochs per second, with batches cut on the host (a pinned copy per batch) against the
-splits held on the GPU (`ResidentMels`); and writes the tables as the `gpu` section of
-bench/RESULTS.md. Without a GPU the CPU half runs and the table says no GPU was found.
+splits held on the GPU (`ResidentMels`); then that training through `torch.compile` ("default",
+and "reduce-overhead": CUDA graphs), each in a fresh process with an empty inductor cache so that
+compile time counts in full; and writes the tables as the `gpu` section of bench/RESULTS.md.
+Without a GPU the CPU half runs and the table says no GPU was found.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import math
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,8 +87,10 @@ def one_device(device: str, data, trials: int, epochs: int, tmp: Path) -> dict[s
             "best": outcome.best.value if outcome.best else None}
 
 
-def one_fit(device: str, data, epochs: int, resident: bool) -> float:
-    """Epochs per second of one default-size training (widths 24,48,96, batch 32), data path as given."""
+def one_fit(device: str, data, epochs: int, resident: bool | None = None,
+            compile_mode: str | None = None) -> tuple[float, list[dict[str, float]]]:
+    """(epochs per second, per-epoch metrics) of one default-size training (widths 24,48,96,
+    batch 32), data path and compile mode as given."""
     import torch
 
     from sceneclf.model.cnn import ModelConfig, SceneClassifier
@@ -94,8 +102,51 @@ def one_fit(device: str, data, epochs: int, resident: bool) -> float:
     model.frontend.fit_stats(data.splits["train"].mels)
     cfg = TrainConfig(epochs=epochs, early_stop=epochs, seed=0)
     t0 = time.perf_counter()
-    fit(model, data.splits["train"], data.splits["val"], cfg, data.frames, device=device, resident=resident)
-    return epochs / (time.perf_counter() - t0)
+    result = fit(model, data.splits["train"], data.splits["val"], cfg, data.frames, device=device,
+                 resident=resident, compile_mode=compile_mode)
+    return epochs / (time.perf_counter() - t0), result.history
+
+
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+COMPILE_TIMEOUT_S = 150  # a mode that hangs must not eat the one call a lent GPU allows
+
+
+def compiled_fit(device: str, mode: str, epochs: int, cache_dir: Path | None) -> dict:
+    """`one_fit` in a fresh process with an empty inductor cache: per-epoch seconds and the last
+    validation accuracy, or the error's last line."""
+    with tempfile.TemporaryDirectory(prefix="sceneclf-inductor-") as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": str(Path(cache) / "triton")}
+        cmd = [sys.executable, __file__, "--one-fit", device, mode, "--epochs", str(epochs)]
+        cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {COMPILE_TIMEOUT_S} s"}
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return {"error": lines[-1][:160] if lines else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compile_rows(device: str, arms: dict[str, dict]) -> list[str]:
+    """Table rows: first epoch (compile included), later epochs' median, what compiling cost once,
+    what it saves per epoch, and after how many epochs of a trial it has paid for itself."""
+    base = arms.get("none", {})
+    rows = []
+    for mode, arm in arms.items():
+        if "error" in arm:
+            rows.append(f"| {device} | {mode} | failed: {arm['error']} | - | - | - | - | - |")
+            continue
+        first, later = arm["seconds"][0], statistics.median(arm["seconds"][1:])
+        cost = saved = pays = "-"
+        if mode != "none" and "seconds" in base:
+            extra = first - base["seconds"][0]
+            gain = statistics.median(base["seconds"][1:]) - later
+            cost, saved = f"{extra:.1f} s", f"{gain:.2f} s"
+            pays = f"{math.ceil(extra / gain) + 1} epochs" if gain > 0 else "never"
+        rows.append(f"| {device} | {mode} | {first:.1f} s | {later:.2f} s | {cost} | {saved} | {pays} "
+                    f"| {arm['val_accuracy']:.3f} |")
+    return rows
 
 
 def main() -> int:
@@ -104,6 +155,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--compile-on", action="append", choices=["cpu"], default=[],
+                    help="time torch.compile on this device too (always on CUDA when found)")
+    ap.add_argument("--one-fit", nargs=2, metavar=("DEVICE", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     import torch
@@ -115,11 +169,19 @@ def main() -> int:
 
     started = dt.datetime.now().astimezone()
     data = prepare(DataConfig(), AudioConfig(), FeatureConfig(), args.cache_dir or default_cache_dir())
+    if args.one_fit:  # one arm of the compile table, in its own process
+        device, mode = args.one_fit
+        _, history = one_fit(device, data, args.epochs, compile_mode=None if mode == "none" else mode)
+        print(json.dumps({"seconds": [h["seconds"] for h in history], "val_accuracy": history[-1]["val_accuracy"]}))
+        return 0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     tmp = Path(tempfile.mkdtemp(prefix="sceneclf-gpu-"))
     try:
         results = {d: one_device(d, data, args.trials, args.epochs, tmp) for d in devices}
-        paths = {(d, r): one_fit(d, data, args.epochs, r) for d in devices for r in ((False, True) if d == "cuda" else (False,))}
+        paths = {(d, r): one_fit(d, data, args.epochs, r)[0]
+                 for d in devices for r in ((False, True) if d == "cuda" else (False,))}
+        compiled = {d: {m: compiled_fit(d, m, args.epochs, args.cache_dir) for m in COMPILE_MODES}
+                    for d in devices if d == "cuda" or d in args.compile_on}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -144,6 +206,14 @@ def main() -> int:
     lines += ["", f"One training of {args.epochs} epochs (widths 24,48,96, batch 32):", "",
               "| device | batches | epochs/s |", "|---|---|---|"]
     lines += [f"| {d} | {'held on the device' if r else 'cut on the host'} | {eps:.2f} |" for (d, r), eps in paths.items()]
+    if compiled:
+        lines += ["", "The same training through `torch.compile`, each mode in a fresh process with an empty "
+                  "inductor cache (compile time counted in full; a default trial trains at most 24 epochs):", "",
+                  "| device | mode | first epoch | later epochs (median) | compiling cost | saved per epoch "
+                  "| pays for itself after | val |", "|---|---|---|---|---|---|---|---|"]
+        lines += [row for d, arms in compiled.items() for row in compile_rows(d, arms)]
+    else:
+        lines += ["", "`torch.compile`: not timed (no GPU; `--compile-on cpu` times it on the CPU)."]
     section = "\n".join(lines) + "\n"
     print(section)
     replace_section(args.results, "gpu", section)

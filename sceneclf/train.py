@@ -169,7 +169,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         device: torch.device | str = "cpu", keep_last: bool = False,
         augment: AugmentConfig = AugmentConfig(), store: StateStore | None = None,
-        resident: bool | None = None, until_train_loss: float | None = None, min_epochs: int = 1) -> FitResult:
+        resident: bool | None = None, until_train_loss: float | None = None, min_epochs: int = 1,
+        compile_mode: str | None = None) -> FitResult:
     """Train `model` and return its best state (by validation accuracy, then loss), or with
     `keep_last` the final epoch's state (for retraining on train + validation data): the states
     of the weights' moving average (`WeightAverage`) unless `cfg.ema_epochs` is 0.
@@ -181,7 +182,9 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     starts from the state it holds (at the epoch after it) and saves its state after each epoch.
     `resident` (default: on CUDA) holds the splits on the device; a non-finite batch loss is then
     found at the end of its epoch. With `until_train_loss`, training also stops after the first
-    epoch from `min_epochs` on whose mean training loss is at most that.
+    epoch from `min_epochs` on whose mean training loss is at most that. With `compile_mode`
+    ("default", "reduce-overhead": CUDA graphs, "max-autotune"), the CNN's training forward and
+    backward run through `torch.compile` in that mode; validation runs the model as it is.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -199,6 +202,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     average = WeightAverage(model, steps_per_epoch, cfg.ema_epochs) if cfg.ema_epochs > 0 else None
     judged = model if average is None else average.module  # the weights validated and kept
+    cnn = model.cnn if compile_mode is None else torch.compile(model.cnn, mode=compile_mode)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
@@ -220,6 +224,8 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
             if cuda and not resident:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if compile_mode is not None:  # CUDA graphs: a new step may reuse the last step's output memory
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
                 inputs = augmenter(model.frontend.from_mel(augmenter.mel(x)))
                 target = y
@@ -227,7 +233,7 @@ def fit(model: SceneClassifier, train: MelSet, val: MelSet, cfg: TrainConfig, fr
                     inputs, target = mixup(inputs, y)
                 # the CNN alone in bfloat16 on a CPU: the front end's DCT and statistics stay float32
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits = model.cnn(inputs)
+                    logits = cnn(inputs)
                 loss = (nn.functional.cross_entropy if mixup is None else soft_cross_entropy)(logits.float(), target)
             if not resident and not torch.isfinite(loss):  # resident: checked at the epoch's end
                 raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}")
