@@ -191,7 +191,7 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if "cuda" in results else "no GPU found: CPU only"
     lines = [f"## GPU path: {args.trials} trials of {args.epochs} epochs, CPU against CUDA {marker('gpu')}", "",
              (f"- Run: {started:%Y-%m-%d %H:%M %Z} · `python bench/gpu.py --trials {args.trials} --epochs "
-              f"{args.epochs}` · git {git_state()}"),
+              f"{args.epochs}{''.join(f' --compile-on {d}' for d in args.compile_on)}` · git {git_state()}"),
              f"- Machine: {machine()}; GPU: {gpu}", "",
              "| device (training precision) | wall | trials/hour | epochs/s | peak GPU memory of a trial "
              "| GPU utilisation | best val |",
@@ -214,6 +214,8 @@ def main() -> int:
         lines += [row for d, arms in compiled.items() for row in compile_rows(d, arms)]
     else:
         lines += ["", "`torch.compile`: not timed (no GPU; `--compile-on cpu` times it on the CPU)."]
+    wall = (dt.datetime.now().astimezone() - started).total_seconds()
+    lines += ["", f"The whole command: {wall / 60:.1f} min (goal on a GPU machine: under 8 minutes)."]
     section = "\n".join(lines) + "\n"
     print(section)
     replace_section(args.results, "gpu", section)
