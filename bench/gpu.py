@@ -1,15 +1,17 @@
 """The GPU path, measured: the same short search on the CPU and on CUDA, side by side.
 
-    python bench/gpu.py [--trials 8] [--epochs 5] [--cache-dir DIR] [--compile-on cpu]
+    python bench/gpu.py [--trials 8] [--epochs 5] [--cache-dir DIR] [--cuda-stages-on-cpu]
 
 For each device: `--trials` trials of the default space, `--epochs` each, on the default data, in
 this process (no MLflow); prints trials per hour, epochs per second, peak GPU memory of a trial
 and the GPU's mean utilisation (sampled with nvidia-smi); then one training of a default-size
 model, epochs per second, with batches cut on the host (a pinned copy per batch) against the
-splits held on the GPU (`ResidentMels`); then that training through `torch.compile` ("default",
-and "reduce-overhead": CUDA graphs), each in a fresh process with an empty inductor cache so that
-compile time counts in full; and writes the tables as the `gpu` section of bench/RESULTS.md.
-Without a GPU the CPU half runs and the table says no GPU was found.
+splits held on the GPU (`ResidentMels`). On CUDA also: that training through `torch.compile`
+("default", and "reduce-overhead": CUDA graphs), each in a fresh process with an empty inductor
+cache so that compile time counts in full; and `sceneclf search --jobs 1` against `--jobs 2` on
+the one GPU (trials per hour, utilisation). Writes the tables as the `gpu` section of
+bench/RESULTS.md and prints each stage's figures as it ends. Without a GPU the CPU half runs and
+the table says no GPU was found; `--cuda-stages-on-cpu` runs the CUDA-only stages on the CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # an installed sceneclf comes first
 
 from bench.common import git_state, machine
 from bench.run import RESULTS, marker, replace_section
@@ -149,14 +151,56 @@ def compile_rows(device: str, arms: dict[str, dict]) -> list[str]:
     return rows
 
 
+SHARED_JOBS = (1, 2)
+SHARED_TIMEOUT_S = 150
+
+
+def shared_device(device: str, jobs: int, trials: int, epochs: int, cache_dir: Path | None, tmp: Path) -> dict:
+    """`sceneclf search --jobs JOBS` of equal-cost trials (section 5's space: fixed widths, only the
+    learning rate drawn, no pruning) on one device, in a fresh folder: trials per hour and epochs
+    per second from the first trial's start to the last one's end (no process start), and the
+    GPU's mean utilisation over the whole command."""
+    from optuna.trial import TrialState
+
+    from bench.common import folder_study
+    from bench.workers import SPACE
+
+    folder = tmp / f"jobs-{device}-{jobs}"
+    folder.mkdir()
+    (folder / "space.toml").write_text(SPACE.format(epochs=epochs))
+    cmd = [sys.executable, "-m", "sceneclf", "search", "--trials", str(trials), "--space", "space.toml",
+           "--pruner", "none", "--sampler", "random", "--jobs", str(jobs), "--device", device,
+           "--no-mlflow", "--no-progress"]
+    cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
+    try:
+        with Utilisation() as util:
+            done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=SHARED_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {SHARED_TIMEOUT_S} s"}
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return {"error": lines[-1][:160] if lines else f"exit {done.returncode}"}
+    ended = [t for t in folder_study(folder).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    span = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()
+    return {"trials_per_hour": len(ended) / span * 3600,
+            "epochs_per_second": sum(len(t.intermediate_values) for t in ended) / span,
+            "utilisation": util.mean if device == "cuda" else None}
+
+
+def stage(label: str, result):
+    """Print a stage's figures as it ends (a run cut short still leaves them in its log)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {label}: {result}", flush=True)
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--compile-on", action="append", choices=["cpu"], default=[],
-                    help="time torch.compile on this device too (always on CUDA when found)")
+    ap.add_argument("--cuda-stages-on-cpu", action="store_true",
+                    help="run the stages that run on CUDA only (compile, a shared device) on the CPU too")
     ap.add_argument("--one-fit", nargs=2, metavar=("DEVICE", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -175,13 +219,16 @@ def main() -> int:
         print(json.dumps({"seconds": [h["seconds"] for h in history], "val_accuracy": history[-1]["val_accuracy"]}))
         return 0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    staged = [d for d in devices if d == "cuda" or args.cuda_stages_on_cpu]
     tmp = Path(tempfile.mkdtemp(prefix="sceneclf-gpu-"))
     try:
-        results = {d: one_device(d, data, args.trials, args.epochs, tmp) for d in devices}
-        paths = {(d, r): one_fit(d, data, args.epochs, r)[0]
+        results = {d: stage(d, one_device(d, data, args.trials, args.epochs, tmp)) for d in devices}
+        paths = {(d, r): stage(f"{d}, batches held on the device: {r}", one_fit(d, data, args.epochs, r)[0])
                  for d in devices for r in ((False, True) if d == "cuda" else (False,))}
-        compiled = {d: {m: compiled_fit(d, m, args.epochs, args.cache_dir) for m in COMPILE_MODES}
-                    for d in devices if d == "cuda" or d in args.compile_on}
+        compiled = {d: {m: stage(f"{d}, compile {m}", compiled_fit(d, m, args.epochs, args.cache_dir))
+                        for m in COMPILE_MODES} for d in staged}
+        shared = {d: {j: stage(f"{d}, --jobs {j}", shared_device(d, j, args.trials, args.epochs, args.cache_dir, tmp))
+                      for j in SHARED_JOBS} for d in staged}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -191,7 +238,7 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if "cuda" in results else "no GPU found: CPU only"
     lines = [f"## GPU path: {args.trials} trials of {args.epochs} epochs, CPU against CUDA {marker('gpu')}", "",
              (f"- Run: {started:%Y-%m-%d %H:%M %Z} · `python bench/gpu.py --trials {args.trials} --epochs "
-              f"{args.epochs}{''.join(f' --compile-on {d}' for d in args.compile_on)}` · git {git_state()}"),
+              f"{args.epochs}{' --cuda-stages-on-cpu' if args.cuda_stages_on_cpu else ''}` · git {git_state()}"),
              f"- Machine: {machine()}; GPU: {gpu}", "",
              "| device (training precision) | wall | trials/hour | epochs/s | peak GPU memory of a trial "
              "| GPU utilisation | best val |",
@@ -213,7 +260,18 @@ def main() -> int:
                   "| pays for itself after | val |", "|---|---|---|---|---|---|---|---|"]
         lines += [row for d, arms in compiled.items() for row in compile_rows(d, arms)]
     else:
-        lines += ["", "`torch.compile`: not timed (no GPU; `--compile-on cpu` times it on the CPU)."]
+        lines += ["", "`torch.compile` and a shared device: not timed (no GPU; `--cuda-stages-on-cpu` runs them "
+                  "on the CPU)."]
+    if shared:
+        lines += ["", f"`sceneclf search --trials {args.trials} --jobs N` of equal-cost trials ({args.epochs} epochs, "
+                  "widths 16,32,64, no pruning) on one device, from the first trial's start to the last one's end:",
+                  "",
+                  "| device | --jobs | trials/hour | epochs/s | GPU utilisation |", "|---|---|---|---|---|"]
+        for d, arms in shared.items():
+            for j, arm in arms.items():
+                lines.append(f"| {d} | {j} | failed: {arm['error']} | - | - |" if "error" in arm else
+                             f"| {d} | {j} | {arm['trials_per_hour']:.0f} | {arm['epochs_per_second']:.2f} | "
+                             f"{cell(arm['utilisation'], '.0f', ' %')} |")
     wall = (dt.datetime.now().astimezone() - started).total_seconds()
     lines += ["", f"The whole command: {wall / 60:.1f} min (goal on a GPU machine: under 8 minutes)."]
     section = "\n".join(lines) + "\n"

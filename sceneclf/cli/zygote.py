@@ -9,6 +9,7 @@ and holds MLflow and storage connections a child must not share.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -58,7 +59,8 @@ class Zygote:
     def start(cls, preload: tuple[str, ...] = PRELOAD) -> Zygote:
         gc.disable()  # no collection leaves holes in the pages the fork shares
         for name in preload:
-            importlib.import_module(name)
+            with contextlib.suppress(ImportError):  # preloading only shares pages: a worker imports what it uses
+                importlib.import_module(name)
         gc.freeze()  # so that no process's collections write to the pages of what is imported
         ours, theirs = Pipe()
         pid = os.fork()
