@@ -16,7 +16,7 @@ from sceneclf.search.turns import SURPLUS_REASON
 ZYGOTE = r"""
 import sys
 from sceneclf.cli.zygote import Zygote
-zygote = Zygote.start(preload=("click",))
+zygote = Zygote.start(preload=("click", "no_such_module"))  # a module not installed is left out
 done = zygote.spawn(["--version"])
 bad = zygote.spawn(["worker", "--study", "none", "--storage", sys.argv[1], "--no-mlflow"])
 print("codes", done.wait(), bad.wait(), flush=True)
