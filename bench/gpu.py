@@ -110,7 +110,19 @@ def one_fit(device: str, data, epochs: int, resident: bool | None = None,
 
 
 COMPILE_MODES = ("none", "default", "reduce-overhead")
-COMPILE_TIMEOUT_S = 150  # a mode that hangs must not eat the one call a lent GPU allows
+STAGE_TIMEOUT_S = 150  # a stage that hangs must not eat the one call a lent GPU allows
+
+
+def stage_command(cmd: list[str], **kwargs) -> subprocess.CompletedProcess | dict:
+    """Run one stage's process: the finished process, or {"error": why} if it timed out or failed."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=STAGE_TIMEOUT_S, **kwargs)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {STAGE_TIMEOUT_S} s"}
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return {"error": lines[-1][:160] if lines else f"exit {done.returncode}"}
+    return done
 
 
 def compiled_fit(device: str, mode: str, epochs: int, cache_dir: Path | None) -> dict:
@@ -120,14 +132,8 @@ def compiled_fit(device: str, mode: str, epochs: int, cache_dir: Path | None) ->
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": str(Path(cache) / "triton")}
         cmd = [sys.executable, __file__, "--one-fit", device, mode, "--epochs", str(epochs)]
         cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {COMPILE_TIMEOUT_S} s"}
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"error": lines[-1][:160] if lines else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        done = stage_command(cmd, env=env)
+    return done if isinstance(done, dict) else json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def compile_rows(device: str, arms: dict[str, dict]) -> list[str]:
@@ -152,7 +158,6 @@ def compile_rows(device: str, arms: dict[str, dict]) -> list[str]:
 
 
 SHARED_JOBS = (1, 2)
-SHARED_TIMEOUT_S = 150
 
 
 def shared_device(device: str, jobs: int, trials: int, epochs: int, cache_dir: Path | None, tmp: Path) -> dict:
@@ -172,14 +177,10 @@ def shared_device(device: str, jobs: int, trials: int, epochs: int, cache_dir: P
            "--pruner", "none", "--sampler", "random", "--jobs", str(jobs), "--device", device,
            "--no-mlflow", "--no-progress"]
     cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
-    try:
-        with Utilisation() as util:
-            done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=SHARED_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {SHARED_TIMEOUT_S} s"}
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"error": lines[-1][:160] if lines else f"exit {done.returncode}"}
+    with Utilisation() as util:
+        done = stage_command(cmd, cwd=folder)
+    if isinstance(done, dict):
+        return done
     ended = [t for t in folder_study(folder).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     span = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()
     return {"trials_per_hour": len(ended) / span * 3600,

@@ -27,8 +27,9 @@ run() {
     mkdir -p "$out"
     export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . \
-        || { echo "gpu_kit: installing the wheels or this tree failed"; return 1; }
+        || { echo "gpu_kit: installing the wheels failed"; return 1; }
+    # this tree as pyproject.toml lays it out (search/ is sceneclf.spaces), without a build backend
+    rm -rf /tmp/site/sceneclf && cp -r sceneclf /tmp/site/sceneclf && cp -r search /tmp/site/sceneclf/spaces
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
     timeout "${KIT_BENCH_S:-420}" python3 bench/gpu.py ${KIT_BENCH_ARGS:-} 2>&1 | tee "$out/gpu.log"
     local bench=${PIPESTATUS[0]}
