@@ -5,7 +5,7 @@
 #                                 /tmp/site, runs bench/gpu.py and tests/test_gpu.py; RESULTS.md
 #                                 and the logs go to $OUT
 # The device image holds torch, torchaudio, numpy, scikit-learn, click, tqdm and pytest (see the
-# device library's KINDS.md); these are the rest, at the versions this venv tested.
+# device library's KINDS.md); these are the rest, and click at the version we need, as this venv has them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIT=(optuna alembic Mako SQLAlchemy colorlog soundfile cffi pycparser plotly click)
