@@ -313,11 +313,20 @@ class SearchRun:
     def trials_per_hour(self) -> float:
         """Finished trials per hour from the first trial's start to the last one's end (no
         process start-up or data loading)."""
-        done = [t for t in self.finished if t.datetime_start and t.datetime_complete]
-        if not done:
-            return float("nan")
-        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+        done, span = trial_span(self.trials)
         return len(done) / span * 3600 if span > 0 else float("nan")
+
+
+def trial_span(trials: list) -> tuple[list, float]:
+    """The finished (complete or pruned) trials with both timestamps, and the seconds from the
+    first one's start to the last one's end (0 without any)."""
+    from optuna.trial import TrialState
+
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and t.datetime_start and t.datetime_complete]
+    if not done:
+        return done, 0.0
+    return done, (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
 
 
 def search_command(ctx: Context, study: str, storage_file: Path, trials: int, *extra: str) -> list[str]:

@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # an installed sceneclf comes first
 
-from bench.common import git_state, machine
+from bench.common import folder_study, git_state, machine, trial_span
 from bench.run import RESULTS, marker, replace_section
+from bench.workers import SPACE as EQUAL_COST_SPACE
 
 
 class Utilisation:
@@ -165,14 +166,9 @@ def shared_device(device: str, jobs: int, trials: int, epochs: int, cache_dir: P
     learning rate drawn, no pruning) on one device, in a fresh folder: trials per hour and epochs
     per second from the first trial's start to the last one's end (no process start), and the
     GPU's mean utilisation over the whole command."""
-    from optuna.trial import TrialState
-
-    from bench.common import folder_study
-    from bench.workers import SPACE
-
     folder = tmp / f"jobs-{device}-{jobs}"
     folder.mkdir()
-    (folder / "space.toml").write_text(SPACE.format(epochs=epochs))
+    (folder / "space.toml").write_text(EQUAL_COST_SPACE.format(epochs=epochs))
     cmd = [sys.executable, "-m", "sceneclf", "search", "--trials", str(trials), "--space", "space.toml",
            "--pruner", "none", "--sampler", "random", "--jobs", str(jobs), "--device", device,
            "--no-mlflow", "--no-progress"]
@@ -181,8 +177,9 @@ def shared_device(device: str, jobs: int, trials: int, epochs: int, cache_dir: P
         done = stage_command(cmd, cwd=folder)
     if isinstance(done, dict):
         return done
-    ended = [t for t in folder_study(folder).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    span = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()
+    ended, span = trial_span(folder_study(folder).trials)
+    if span <= 0:
+        return {"error": "no trial finished"}
     return {"trials_per_hour": len(ended) / span * 3600,
             "epochs_per_second": sum(len(t.intermediate_values) for t in ended) / span,
             "utilisation": util.mean if device == "cuda" else None}
