@@ -25,6 +25,17 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("SCENECLF_PREP_WORKERS", raising=False)  # the CLI sets it; undone after each test
 
 
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory) -> str:
+    """One `mlflow server` on loopback for the session (each start costs seconds); every test that
+    uses it keeps to an experiment of its own."""
+    from servers import mlflow_server
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(f"sqlite:///{root}/mlflow.db", root, artifacts=root / "artifacts") as url:
+        yield url
+
+
 def native_bf16() -> bool:
     """Whether /proc/cpuinfo lists bfloat16 arithmetic (AVX512-BF16 or AMX tiles)."""
     flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from servers import free_port, mlflow_server
+from servers import free_port
 
 from sceneclf.cli import cli
 from sceneclf.search.turns import SURPLUS_REASON
@@ -50,13 +50,6 @@ def postgres():
     finally:
         as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    with mlflow_server(f"sqlite:///{root}/mlflow.db", root, artifacts=root / "artifacts") as url:
-        yield url
 
 
 def test_two_workers_share_a_postgres_study(postgres, tracking_server, tiny_data, tmp_path, monkeypatch):

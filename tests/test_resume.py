@@ -126,43 +126,41 @@ def test_retry_chains_share_one_state_and_the_sweep_keeps_live_ones(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["trial-0000.state"]
 
 
-def test_a_retry_on_another_machine_takes_the_state_from_the_dead_run(prepared, tmp_path):
+def test_a_retry_on_another_machine_takes_the_state_from_the_dead_run(prepared, tmp_path, tracking_server):
     """Where MLflow is a tracking server, every state write also goes to the trial's run; a retry
     whose disk has no state (another machine) takes it from there, and its own run continues the
     dead run's learning curve."""
-    from servers import mlflow_server
-
     from sceneclf.search.resume import open_state
     from sceneclf.tracking.tracker import MlflowTracker
 
-    with mlflow_server(f"sqlite:///{tmp_path}/mlflow.db", tmp_path, artifacts=tmp_path / "artifacts") as url:
-        tracker = MlflowTracker(url, "resume")
-        parent = tracker.parent_run("resume", {})
-        dead_run = tracker.start_trial(parent, "resume", 0, {}, {})
-        study = optuna.create_study(direction="maximize")
-        dead = study.ask()
-        dead.set_user_attr("mlflow_run_id", dead_run)
-        here = TrainingState(state_path(tmp_path / "machine-a", 0), 0, CONFIGS, "fp",
-                             mirror=lambda path: tracker.log_state(dead_run, path), mirror_spacing=0)
+    url = tracking_server
+    tracker = MlflowTracker(url, "resume")
+    parent = tracker.parent_run("resume", {})
+    dead_run = tracker.start_trial(parent, "resume", 0, {}, {})
+    study = optuna.create_study(direction="maximize")
+    dead = study.ask()
+    dead.set_user_attr("mlflow_run_id", dead_run)
+    here = TrainingState(state_path(tmp_path / "machine-a", 0), 0, CONFIGS, "fp",
+                         mirror=lambda path: tracker.log_state(dead_run, path), mirror_spacing=0)
 
-        def log(epoch):
-            tracker.log_metrics(dead_run, {"val_accuracy": epoch / 10}, step=epoch)
+    def log(epoch):
+        tracker.log_metrics(dead_run, {"val_accuracy": epoch / 10}, step=epoch)
 
-        with pytest.raises(Cut):
-            train(prepared, here, LoggedEpochs(log), stop_at=3)
-        study.tell(dead, state=TrialState.FAIL)
+    with pytest.raises(Cut):
+        train(prepared, here, LoggedEpochs(log), stop_at=3)
+    study.tell(dead, state=TrialState.FAIL)
 
-        retry = study.ask()
-        retry.set_user_attr("retry_of", 0)
-        run = tracker.start_trial(parent, "resume", 1, {}, {})
-        store = open_state(retry, tmp_path / "machine-b", CONFIGS, "fp", tracker, run)
-        assert retry.user_attrs["resumed_from_epoch"] == 2
-        seen: list[int] = []
-        train(prepared, store, seen)
-        assert seen == [3, 4, 5]
-        continued = tracker.client.get_run(run)
-        assert continued.data.tags["resumed_from_run"] == dead_run
-        assert [m.step for m in tracker.client.get_metric_history(run, "val_accuracy")] == [1, 2]
+    retry = study.ask()
+    retry.set_user_attr("retry_of", 0)
+    run = tracker.start_trial(parent, "resume", 1, {}, {})
+    store = open_state(retry, tmp_path / "machine-b", CONFIGS, "fp", tracker, run)
+    assert retry.user_attrs["resumed_from_epoch"] == 2
+    seen: list[int] = []
+    train(prepared, store, seen)
+    assert seen == [3, 4, 5]
+    continued = tracker.client.get_run(run)
+    assert continued.data.tags["resumed_from_run"] == dead_run
+    assert [m.step for m in tracker.client.get_metric_history(run, "val_accuracy")] == [1, 2]
 
 
 class LoggedEpochs(list):
