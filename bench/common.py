@@ -269,9 +269,7 @@ class SearchRun:
 
     @property
     def finished(self) -> list:
-        from optuna.trial import TrialState
-
-        return [t for t in self.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        return finished_trials(self.trials)
 
     @property
     def over_budget(self) -> int:
@@ -317,13 +315,17 @@ class SearchRun:
         return len(done) / span * 3600 if span > 0 else float("nan")
 
 
-def trial_span(trials: list) -> tuple[list, float]:
-    """The finished (complete or pruned) trials with both timestamps, and the seconds from the
-    first one's start to the last one's end (0 without any)."""
+def finished_trials(trials: list) -> list:
+    """The trials that ran to an end: complete or pruned."""
     from optuna.trial import TrialState
 
-    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            and t.datetime_start and t.datetime_complete]
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def trial_span(trials: list) -> tuple[list, float]:
+    """The finished trials with both timestamps, and the seconds from the first one's start to
+    the last one's end (0 without any)."""
+    done = [t for t in finished_trials(trials) if t.datetime_start and t.datetime_complete]
     if not done:
         return done, 0.0
     return done, (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 
-from bench.common import PYTHON, Context, Section, one_thread_env, search_command
+from bench.common import PYTHON, Context, Section, finished_trials, one_thread_env, search_command
 from sceneclf.search.resume import chain_root
 
 TRIALS, KILLS = 20, 5
@@ -86,7 +86,7 @@ def _run(ctx: Context, name: str, kills: int, rng: random.Random, extra: list[st
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     retries = [t for t in trials if "resumed_from_epoch" in t.user_attrs]
     return {"wall": time.perf_counter() - start, "kills": killed, "epochs": _epochs(trials),
-            "finished": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
+            "finished": len(finished_trials(trials)),
             "best": best, "queued_as": chain_root(trials, best.number),
             "resumed": [t.user_attrs["resumed_from_epoch"] for t in retries]}
 

@@ -76,8 +76,7 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tracking_ser
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SCENECLF_HEARTBEAT": "2"}  # the session's cache
     env.pop("MLFLOW_TRACKING_URI", None)
     storage = optuna.storages.RDBStorage(postgres)  # one pool: a new one per poll used up the server's connections
-    tracking = tracking_server
-    stores = ["--study", "chaos", "--storage", postgres, "--tracking-uri", tracking]
+    stores = ["--study", "chaos", "--storage", postgres, "--tracking-uri", tracking_server]
 
     def start(cmd: list[str]) -> subprocess.Popen:
         with open(tmp_path / "processes.log", "a") as log:
@@ -144,7 +143,7 @@ def test_five_sigkills_of_workers_lose_nothing_and_resume(postgres, tracking_ser
         (tmp_path / "chaos.txt").write_text(f"{time.monotonic() - t0:.0f} s, seed {seed}\n{kills}\n")
 
     study = optuna.load_study(study_name="chaos", storage=storage)
-    client = MlflowClient(tracking)
+    client = MlflowClient(tracking_server)
     runs = client.search_runs([client.get_experiment_by_name("chaos").experiment_id], max_results=1000)
     summary = (seed, kills, [(t.number, t.state.name, t.user_attrs.get("retry_of"),
                               t.system_attrs.get("retry_history"), t.user_attrs.get("resumed_from_epoch"),

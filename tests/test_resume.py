@@ -133,8 +133,7 @@ def test_a_retry_on_another_machine_takes_the_state_from_the_dead_run(prepared, 
     from sceneclf.search.resume import open_state
     from sceneclf.tracking.tracker import MlflowTracker
 
-    url = tracking_server
-    tracker = MlflowTracker(url, "resume")
+    tracker = MlflowTracker(tracking_server, "resume")
     parent = tracker.parent_run("resume", {})
     dead_run = tracker.start_trial(parent, "resume", 0, {}, {})
     study = optuna.create_study(direction="maximize")

@@ -14,14 +14,13 @@ RUNS = 20  # enough lockstep closes that a close without retries meets the race
 def test_two_workers_closing_the_same_dead_runs_at_once_both_go_on(tracking_server):
     """Workers that recover the same dead trials at the same moment close their runs together;
     the store takes each tag once, and neither worker fails on the other's insert."""
-    url = tracking_server
-    owner = MlflowTracker(url, "races")
+    owner = MlflowTracker(tracking_server, "races")
     parent = owner.parent_run("races", {})
     runs = [owner.start_trial(parent, "races", n, {}, {}) for n in range(RUNS)]
     start, errors, closed = threading.Barrier(2), [], [[], []]
 
     def recover(k: int) -> None:
-        tracker = MlflowTracker(url, "races")
+        tracker = MlflowTracker(tracking_server, "races")
         for run_id in runs:
             start.wait()  # both at the same run at the same moment
             try:
@@ -37,7 +36,7 @@ def test_two_workers_closing_the_same_dead_runs_at_once_both_go_on(tracking_serv
     for t in threads:
         t.join(timeout=300)
     assert errors == []
-    client = MlflowClient(url)
+    client = MlflowClient(tracking_server)
     for run_id in runs:
         run = client.get_run(run_id)
         assert (run.info.status, run.data.tags["state"], run.data.tags["reason"]) == ("FAILED", "FAIL",
